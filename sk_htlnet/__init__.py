@@ -1,0 +1,6 @@
+"""sk_htlnet: HTLNet (Tang et al., RecSys 2024) for hybrid funnel targets, as a scikit-learn estimator."""
+
+from .estimator import HTLNetRegressor
+
+__all__ = ["HTLNetRegressor"]
+__version__ = "0.1.0.dev0"

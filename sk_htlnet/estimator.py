@@ -1,0 +1,518 @@
+"""HTLNetRegressor: HTLNet for hybrid funnel targets as a scikit-learn estimator (DESIGN.md)."""
+
+import numbers
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_context
+from sklearn.metrics import r2_score
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from skorch.callbacks import EarlyStopping
+
+from .gradient import get_strategy
+from .modules import HTLNet
+from .net import FunnelDataset, FunnelValidSplit, HybridLoss, HybridNet
+from .preprocessing import FeatureEncoder
+
+_EPS_RATE = 1e-4
+
+
+class _CoreTransform:
+    """Transform of the core target before the MSE (HTLNet §3 decision) and its inverse.
+
+    ``"none"``: z = y.  ``"standardize"``: z = (y - mean) / std.  ``"log1p"``: z = log(1 + y), and the
+    inverse applies Duan's (1983) smearing estimate, E[y | x] = s * exp(z_hat) - 1 with
+    s = mean(exp(z_i - z_hat_i)) over the training rows, so predictions estimate the conditional mean,
+    not the median, in y's units.
+    """
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.mean = 0.0
+        self.std = 1.0
+        self.smearing = 1.0
+
+    def fit(self, y):
+        observed = y[~np.isnan(y)]
+        if self.kind == "log1p" and observed.size and observed.min() <= -1:
+            raise ValueError(
+                "target_transform='log1p' needs a core target > -1 (amounts are usually >= 0); "
+                f"the smallest core value is {observed.min():g}. Use 'standardize' instead."
+            )
+        if self.kind == "standardize" and observed.size:
+            self.mean = float(observed.mean())
+            self.std = float(observed.std()) or 1.0
+        return self
+
+    def forward(self, y):
+        if self.kind == "log1p":
+            return np.log1p(y)
+        return (y - self.mean) / self.std
+
+    def inverse(self, z):
+        if self.kind == "log1p":
+            return self.smearing * np.exp(z) - 1.0
+        return z * self.std + self.mean
+
+    def fit_smearing(self, z_true, z_pred):
+        if self.kind == "log1p":
+            ok = ~np.isnan(z_true)
+            self.smearing = float(np.mean(np.exp(z_true[ok] - z_pred[ok]))) if ok.any() else 1.0
+
+
+def _target_frame(y):
+    """Parse y into (float64 array (n, T), names, was_1d)."""
+    if isinstance(y, pd.Series):
+        y = y.to_frame(name="core" if y.name is None else y.name)
+        was_1d = True
+    else:
+        was_1d = False
+    if isinstance(y, pd.DataFrame):
+        names = [str(c) for c in y.columns]
+        try:
+            values = np.column_stack(
+                [pd.to_numeric(y[c]).to_numpy(dtype=np.float64, na_value=np.nan) for c in y.columns]
+            ) if y.shape[1] else np.empty((len(y), 0))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"y must hold numeric values (0/1 stages, a numeric core target): {exc}") from exc
+        return values, names, was_1d
+    try:
+        arr = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"y must be numeric (0/1 stages, a numeric core target): {exc}") from exc
+    if arr.ndim == 1:
+        return arr.reshape(-1, 1), ["core"], True
+    if arr.ndim != 2:
+        raise ValueError(f"y must be 1-D or 2-D (n_samples, n_stages + 1), got shape {arr.shape}")
+    k = arr.shape[1] - 1
+    return arr, [f"stage_{i + 1}" for i in range(k)] + ["core"], False
+
+
+class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
+    """HTLNet for hybrid targets: k binary funnel stages, then a continuous core target.
+
+    Tang et al., "Touch the Core: Exploring Task Dependence Among Hybrid Targets for
+    Recommendation", RecSys 2024 (arXiv 2403.17442).  Shared field embeddings feed one tower per
+    task; each stage's prediction is turned into a label embedding by Gumbel-softmax sampling (LEU)
+    and passed downstream with the stage's representation through attention (IFU); the shared
+    embedding's gradient is arbitrated by a rule anchored on the core regression task.  Backed by a
+    skorch ``NeuralNet`` (``net_``).
+
+    Parameters
+    ----------
+    architecture : {"htlnet"}, default="htlnet"
+        Model architecture (baselines are planned; see the issue tracker).
+    gradient_adjustment : {"htlnet", "none"}, default="htlnet"
+        Rule applied to the shared embedding's gradient: HTLNet §4, or the plain sum.
+    categorical_features : "from_dtype", list of str or int, or bool mask, default="from_dtype"
+        Categorical columns, embedded natively.  "from_dtype": DataFrame columns of category,
+        string or object dtype; an array has none unless listed here.
+    embedding_dim : int, default=16
+        Size of each field's embedding.
+    tower_units : tuple of int, default=(128, 64, 32)
+        Hidden widths of every task tower (AITM's sizes).
+    label_embedding_dim : int, default=16
+        Size of the LEU's label vectors.
+    fusion_dim : int, default=32
+        Output size of each IFU.
+    fusion : {"attention", "concat"}, default="attention"
+        IFU operator (HTLNet §2.4).
+    label_sampling : {"hard", "relaxed"}, default="hard"
+        LEU sampling (straight-through hard sample, or relaxed Gumbel-softmax), HTLNet §2.3.
+    tau : float, default=1.0
+        Gumbel-softmax temperature (> 0).
+    relax_factor : float, default=0.1
+        gamma of HTLNet §4, in [0, 1].
+    clip_ratio : float, default=10.0
+        C of HTLNet §4, >= 1.
+    target_transform : {"none", "standardize", "log1p"}, default="log1p"
+        Transform of the core target inside the MSE.  Predictions are always in the target's units
+        and estimate the conditional mean (with "log1p", via Duan's smearing estimate).
+    task_weights : array-like of shape (k + 1,), default=None
+        Static weights of the task losses in the optimised sum; None means all 1.
+    dropout : float, default=0.0
+        Dropout after each tower layer.
+    learning_rate : float, default=1e-3
+        Adam step size.
+    weight_decay : float, default=0.0
+        Adam's L2 penalty.
+    batch_size : int, default=1024
+        Rows per optimisation step.
+    max_iter : int, default=30
+        Maximum number of epochs.
+    early_stopping : "auto" or bool, default="auto"
+        Stop when the validation loss stops improving and restore the best weights; "auto" enables
+        it when there are more than 10,000 rows.
+    validation_fraction : float, default=0.1
+        Share of the training rows held out for early stopping (stratified on funnel depth, never
+        on the core target).
+    n_iter_no_change : int, default=5
+        Patience in epochs.
+    tol : float, default=1e-4
+        Minimum absolute decrease of the validation loss that counts as an improvement.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, the validation split, the shuffle and the Gumbel noise; an int makes
+        two fits bit-identical on CPU.  The global torch seed is not touched.
+    device : str, default="cpu"
+        Torch device, e.g. "cuda".
+    verbose : int, default=0
+        0 is silent; 1 prints skorch's per-epoch table.
+    warm_start : bool, default=False
+        Continue training the fitted net on the next ``fit`` instead of starting afresh.
+    callbacks : list of skorch callbacks or (name, callback) tuples, default=None
+        Extra callbacks for the skorch net.
+    net_kwargs : dict, default=None
+        skorch double-underscore settings applied to the net, e.g. ``{"optimizer__betas": (0.9, 0.99)}``.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str, only when X is a DataFrame
+    target_names_ : list of str
+        Names of the k stages and the core target, in funnel order.
+    n_stages_ : int
+        Number k of binary stages.
+    net_ : HybridNet
+        The fitted skorch net.
+    history_ : skorch.History
+        Per-epoch records: ``train_loss``, ``valid_loss`` (monitored totals: stage BCEs plus the core
+        MSE over the transformed core's training variance), and per task ``train_loss_<name>``,
+        ``valid_loss_<name>`` (each task's optimised loss), plus skorch's ``dur`` and ``epoch``.
+    n_iter_ : int
+        Epochs run.
+
+    Examples
+    --------
+    >>> from sk_htlnet import HTLNetRegressor
+    >>> from sk_htlnet.datasets import load_hillstrom
+    >>> X, Y = load_hillstrom()
+    >>> est = HTLNetRegressor(max_iter=2, random_state=0).fit(X, Y)
+    >>> est.predict(X).shape
+    (64000, 3)
+    """
+
+    _parameter_constraints = {
+        "architecture": [StrOptions({"htlnet"})],
+        "gradient_adjustment": [StrOptions({"htlnet", "none"})],
+        "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
+        "embedding_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tower_units": ["array-like"],
+        "label_embedding_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "fusion_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "fusion": [StrOptions({"attention", "concat"})],
+        "label_sampling": [StrOptions({"hard", "relaxed"})],
+        "tau": [Interval(numbers.Real, 0, None, closed="neither")],
+        "relax_factor": [Interval(numbers.Real, 0, 1, closed="both")],
+        "clip_ratio": [Interval(numbers.Real, 1, None, closed="left")],
+        "target_transform": [StrOptions({"none", "standardize", "log1p"})],
+        "task_weights": ["array-like", None],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "early_stopping": [StrOptions({"auto"}), "boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "random_state": ["random_state"],
+        "device": [str, torch.device],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "callbacks": [list, None],
+        "net_kwargs": [dict, None],
+    }
+
+    def __init__(
+        self,
+        *,
+        architecture="htlnet",
+        gradient_adjustment="htlnet",
+        categorical_features="from_dtype",
+        embedding_dim=16,
+        tower_units=(128, 64, 32),
+        label_embedding_dim=16,
+        fusion_dim=32,
+        fusion="attention",
+        label_sampling="hard",
+        tau=1.0,
+        relax_factor=0.1,
+        clip_ratio=10.0,
+        target_transform="log1p",
+        task_weights=None,
+        dropout=0.0,
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        batch_size=1024,
+        max_iter=30,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        tol=1e-4,
+        random_state=None,
+        device="cpu",
+        verbose=0,
+        warm_start=False,
+        callbacks=None,
+        net_kwargs=None,
+    ):
+        self.architecture = architecture
+        self.gradient_adjustment = gradient_adjustment
+        self.categorical_features = categorical_features
+        self.embedding_dim = embedding_dim
+        self.tower_units = tower_units
+        self.label_embedding_dim = label_embedding_dim
+        self.fusion_dim = fusion_dim
+        self.fusion = fusion
+        self.label_sampling = label_sampling
+        self.tau = tau
+        self.relax_factor = relax_factor
+        self.clip_ratio = clip_ratio
+        self.target_transform = target_transform
+        self.task_weights = task_weights
+        self.dropout = dropout
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.callbacks = callbacks
+        self.net_kwargs = net_kwargs
+
+    # ---- validation -----------------------------------------------------------------------------
+    def _check_targets(self, y, n_rows):
+        values, names, was_1d = _target_frame(y)
+        if values.shape[0] != n_rows:
+            raise ValueError(f"X and y have different numbers of rows: {n_rows} and {values.shape[0]}")
+        if values.shape[1] == 0:
+            raise ValueError("y has no columns; expected k binary stages then the core target")
+        k = values.shape[1] - 1
+        for j in range(k):
+            col = values[:, j]
+            seen = col[~np.isnan(col)]
+            bad = ~np.isin(seen, (0.0, 1.0))
+            if bad.any():
+                raise ValueError(
+                    f"stage column {names[j]!r} must hold 0, 1 or NaN (missing); found "
+                    f"{np.unique(seen[bad])[:5].tolist()}. The core target must be the last column."
+                )
+            if np.unique(seen).size < 2:
+                raise ValueError(
+                    f"stage column {names[j]!r} has a single class ({np.unique(seen).tolist()}); "
+                    "a stage needs both 0 and 1 labels to be learned"
+                )
+        core = values[:, k]
+        if np.isinf(core).any():
+            raise ValueError(f"core target column {names[k]!r} contains infinite values")
+        if np.isnan(core).all():
+            raise ValueError(f"core target column {names[k]!r} has no observed value")
+        return values, names, was_1d
+
+    def _check_sizes(self):
+        units = tuple(int(u) for u in np.atleast_1d(self.tower_units))
+        if not units or min(units) < 1:
+            raise ValueError(f"tower_units must be a non-empty sequence of positive ints, got {self.tower_units!r}")
+        weights = None
+        if self.task_weights is not None:
+            weights = np.asarray(self.task_weights, dtype=np.float64).ravel()
+            if weights.size != self.n_stages_ + 1 or not np.all(np.isfinite(weights)) or (weights < 0).any():
+                raise ValueError(
+                    f"task_weights must hold {self.n_stages_ + 1} finite non-negative numbers "
+                    f"(one per target {self.target_names_}), got {self.task_weights!r}"
+                )
+        return units, weights
+
+    # ---- fit --------------------------------------------------------------------------------------
+    def _build_net(self, n_rows, y_transformed, seed):
+        units, weights = self._check_sizes()
+        k = self.n_stages_
+        rates = np.nanmean(y_transformed[:, :k], axis=0) if k else np.zeros(0)
+        rates = np.clip(rates, _EPS_RATE, 1 - _EPS_RATE)
+        core = y_transformed[:, k]
+        core_var = float(np.nanvar(core)) or 1.0
+        early = self.early_stopping if self.early_stopping != "auto" else n_rows > 10_000
+        callbacks = []
+        if early:
+            callbacks.append(
+                ("early_stopping", EarlyStopping(
+                    monitor="valid_loss", patience=self.n_iter_no_change, threshold=self.tol,
+                    threshold_mode="abs", load_best=True, sink=self._sink,
+                ))
+            )
+        callbacks += list(self.callbacks or [])
+        net = HybridNet(
+            HTLNet,
+            module__cardinalities=self._encoder.cardinalities_,
+            module__n_numeric=len(self._encoder.mean_),
+            module__n_stages=k,
+            module__embedding_dim=self.embedding_dim,
+            module__tower_units=units,
+            module__label_embedding_dim=self.label_embedding_dim,
+            module__fusion_dim=self.fusion_dim,
+            module__fusion=self.fusion,
+            module__label_sampling=self.label_sampling,
+            module__tau=self.tau,
+            module__dropout=self.dropout,
+            module__stage_logit_priors=np.log(rates / (1 - rates)).tolist(),
+            module__core_prior=float(np.nanmean(core)),
+            criterion=HybridLoss,
+            criterion__n_stages=k,
+            criterion__core_scale=core_var,
+            criterion__task_weights=weights,
+            optimizer=torch.optim.Adam,
+            optimizer__weight_decay=self.weight_decay,
+            lr=self.learning_rate,
+            batch_size=self.batch_size,
+            max_epochs=self.max_iter,
+            train_split=FunnelValidSplit(self.validation_fraction, k, seed) if early else None,
+            callbacks=callbacks or None,
+            device=self.device,
+            verbose=self.verbose,
+            task_names=self.target_names_,
+            gradient_strategy=get_strategy(
+                self.gradient_adjustment, relax_factor=self.relax_factor, clip_ratio=self.clip_ratio
+            ),
+            seed=seed,
+        )
+        if self.net_kwargs:
+            net.set_params(**self.net_kwargs)
+        return net
+
+    def _sink(self, msg):
+        if self.verbose:
+            print(msg)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fit the model on features X and hybrid targets y.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Numeric, bool, category, string or object columns; NaN marks a missing numeric value.
+        y : array-like or DataFrame of shape (n_samples, k + 1), or (n_samples,)
+            k binary stages in funnel order (0, 1, or NaN for a missing label), then the continuous
+            core target (NaN = missing).  A 1-D y is plain regression (k = 0).
+
+        Returns
+        -------
+        self : HTLNetRegressor
+
+        Raises
+        ------
+        ValueError
+            If X and y differ in length, a stage holds values other than 0/1/NaN or a single class,
+            the core target is infinite or never observed, or a parameter is invalid.
+        """
+        warm = self.warm_start and hasattr(self, "net_")
+        if not warm:
+            encoder = FeatureEncoder(self.categorical_features)
+            inputs = encoder.fit_transform(X)
+        else:
+            encoder = self._encoder
+            inputs = encoder.transform(X)
+        n_rows = inputs["cat"].shape[0]
+        if n_rows < 2:
+            raise ValueError(f"HTLNetRegressor needs at least 2 samples, got {n_rows}")
+        values, names, was_1d = self._check_targets(y, n_rows)
+        if warm and names != self.target_names_:
+            raise ValueError(f"warm_start fit got targets {names}, but the model was fitted on {self.target_names_}")
+        y_model = values.copy()
+        k = values.shape[1] - 1
+        if not warm:
+            self._encoder = encoder
+            self.n_features_in_ = encoder.n_features_in_
+            if encoder.feature_names_in_ is not None:
+                self.feature_names_in_ = encoder.feature_names_in_
+            elif hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+            self.target_names_ = names
+            self.n_stages_ = k
+            self._y_1d = was_1d
+            self._core_transform = _CoreTransform(self.target_transform).fit(values[:, k])
+        y_model[:, k] = self._core_transform.forward(values[:, k])
+        dataset = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"], y_model.astype(np.float32))
+        if warm:
+            self.net_.partial_fit(dataset, None)
+        else:
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            self.net_ = self._build_net(n_rows, y_model, seed)
+            self.net_.fit(dataset, None)
+        self.history_ = self.net_.history
+        self.n_iter_ = len(self.history_)
+        raw = self._forward(dataset)
+        self._core_transform.fit_smearing(y_model[:, k], raw[:, k])
+        return self
+
+    # ---- predict ----------------------------------------------------------------------------------
+    def _forward(self, dataset):
+        out = self.net_.forward(dataset, training=False)
+        return out.detach().cpu().numpy().astype(np.float64)
+
+    def predict(self, X):
+        """Predict every head.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Same columns (names and order) as in ``fit``.
+
+        Returns
+        -------
+        ndarray of float64, shape (n_samples, k + 1), or (n_samples,) when y was 1-D
+            Columns ``target_names_``: entire-space stage probabilities P(stage t = 1 | x) in [0, 1],
+            then the conditional mean of the core target in y's units.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If called before ``fit``.
+        ValueError
+            If X's columns differ from those seen in ``fit``.
+        """
+        check_is_fitted(self, "net_")
+        inputs = self._encoder.transform(X)
+        dataset = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"])
+        raw = self._forward(dataset)
+        k = self.n_stages_
+        pred = np.empty_like(raw)
+        pred[:, :k] = 1.0 / (1.0 + np.exp(-raw[:, :k]))
+        pred[:, k] = self._core_transform.inverse(raw[:, k])
+        return pred[:, 0] if self._y_1d else pred
+
+    def score(self, X, y, sample_weight=None):
+        """Mean R^2 over all targets, missing labels masked.
+
+        For a stage column R^2 is the Brier skill score against the base rate, for the core target the
+        usual coefficient of determination: 1 is perfect, 0 is the base rate / mean predictor.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples, k + 1) or (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        float
+        """
+        pred = self.predict(X).reshape(len(y), -1) if hasattr(y, "__len__") else self.predict(X)
+        values, _, _ = _target_frame(y)
+        if values.shape != pred.shape:
+            raise ValueError(f"y has shape {values.shape}, but the model predicts {pred.shape}")
+        scores = []
+        for j in range(values.shape[1]):
+            ok = ~np.isnan(values[:, j])
+            w = None if sample_weight is None else np.asarray(sample_weight)[ok]
+            scores.append(r2_score(values[ok, j], pred[ok, j], sample_weight=w))
+        return float(np.mean(scores))

@@ -1,0 +1,98 @@
+"""Gradient-adjustment strategies for the shared embedding parameters (HTLNet §4).
+
+Each strategy receives the per-task gradients on the shared parameters as one matrix ``G`` of shape
+(n_tasks, n_params), tasks in funnel order with the core task last, every row one flattened vector
+over all shared parameters (cosines and norms are global, not per tensor), and returns the single
+gradient to apply.  Strategies know nothing of scikit-learn or skorch; the net's train step calls
+them (see :mod:`sk_htlnet.net`).  Every non-shared parameter always receives its own task's gradient.
+"""
+
+import torch
+
+_EPS = 1e-12
+
+
+class GradientStrategy:
+    """Interface: combine per-task shared gradients into one.
+
+    Attributes
+    ----------
+    needs_task_gradients : bool
+        If False the net skips the per-task backward passes and back-propagates the summed loss once
+        (the result equals ``combine(G)``; only the floating-point summation order differs).
+    """
+
+    needs_task_gradients = True
+
+    def combine(self, grads):
+        """Return the shared gradient, shape (n_params,), from ``grads`` (n_tasks, n_params)."""
+        raise NotImplementedError
+
+
+class NoAdjustment(GradientStrategy):
+    """Plain multi-task training: the shared gradient is the sum of the task gradients."""
+
+    needs_task_gradients = False
+
+    def combine(self, grads):
+        return grads.sum(0)
+
+
+class HTLNetAdjustment(GradientStrategy):
+    """The gradient rule of HTLNet §4 (the paper's Algorithm 1), anchored on the core task.
+
+    For every stage gradient ``G_t`` and the core gradient ``G_c``:
+
+    1. direction: if ``G_t . G_c < 0``, ``G_t <- G_t - (G_t . G_c / ||G_c||^2) G_c`` (PCGrad's
+       projection onto the normal plane of ``G_c``; ``G_c`` itself is never changed);
+    2. magnitude, on the projected ``G_t``: ``r = clip(||G_c|| / ||G_t||, 1/C, C)``,
+       ``G_t <- gamma r G_t + (1 - gamma) G_t`` (MetaBalance's relaxation with the current step's norms);
+    3. shared gradient ``= G_c + sum_t G_t``.
+
+    Parameters
+    ----------
+    relax_factor : float, default=0.1
+        ``gamma`` in [0, 1]; 0 keeps stage magnitudes, 1 rescales them to the core's norm.
+    clip_ratio : float, default=10.0
+        ``C >= 1``, bound of the magnitude ratio.
+    project : bool, default=True
+        Apply step 1 (False is the paper's "without projection" ablation).
+    rescale : bool, default=True
+        Apply step 2 (False is the paper's "without magnitude rule" ablation).
+
+    Notes
+    -----
+    When the core gradient is zero (no core label in the batch) the projection is skipped and the
+    ratio is ``1 / C``.  A stage with a zero gradient stays zero.
+    """
+
+    def __init__(self, relax_factor=0.1, clip_ratio=10.0, project=True, rescale=True):
+        self.relax_factor = float(relax_factor)
+        self.clip_ratio = float(clip_ratio)
+        self.project = project
+        self.rescale = rescale
+
+    def combine(self, grads):
+        core, stages = grads[-1], grads[:-1]
+        if stages.shape[0] == 0:
+            return core.clone()
+        core_sq = core.dot(core)
+        if self.project and core_sq > 0:
+            dots = stages @ core
+            coef = torch.where(dots < 0, dots / core_sq, torch.zeros_like(dots))
+            stages = stages - coef.unsqueeze(1) * core
+        if self.rescale:
+            ratio = core_sq.sqrt() / stages.norm(dim=1).clamp_min(_EPS)
+            ratio = ratio.clamp(1.0 / self.clip_ratio, self.clip_ratio)
+            gamma = self.relax_factor
+            stages = stages * (gamma * ratio + (1.0 - gamma)).unsqueeze(1)
+        return core + stages.sum(0)
+
+
+def get_strategy(name, *, relax_factor=0.1, clip_ratio=10.0):
+    """Strategy object for a ``gradient_adjustment`` name ("htlnet" or "none")."""
+    if name == "htlnet":
+        return HTLNetAdjustment(relax_factor=relax_factor, clip_ratio=clip_ratio)
+    if name == "none":
+        return NoAdjustment()
+    raise ValueError(f"gradient_adjustment must be 'htlnet' or 'none', got {name!r}")

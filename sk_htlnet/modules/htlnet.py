@@ -1,0 +1,132 @@
+"""HTLNet: Hybrid Targets Learning Network (Tang et al., RecSys 2024, arXiv 2403.17442), HTLNet §2.
+
+Tasks are ordered as in the funnel: ``k >= 0`` binary stages, then the continuous core target.
+Task 1's tower reads the shared embedding ``e``; task ``t >= 2``'s tower reads
+``concat(IFU_rep(rep_1..rep_{t-1}, cand), IFU_le(le_1..le_{t-1}, cand), e)`` (HTLNet §2.5), so the core
+task sees every stage's representation and label embedding.
+
+Stop-gradient (HTLNet §2.6, our decision): the upstream logit is detached before the LEU and the
+upstream representation before the IFU, so a downstream loss never reaches an upstream tower or head;
+LEU tables and IFU weights are trained by the downstream losses, and the shared embedding receives
+every task's gradient (arbitrated by the gradient rule, HTLNet §4).
+"""
+
+import torch
+from torch import nn
+
+from .embedding import SharedEmbedding
+from .fusion import InformationFusion
+from .label_embedding import LabelEmbedding
+from .tower import Tower
+
+
+class HTLNet(nn.Module):
+    """The full HTLNet model.
+
+    Parameters
+    ----------
+    cardinalities : sequence of int
+        Embedding rows per categorical field (OOV and missing rows included).
+    n_numeric : int
+        Number of numeric fields.
+    n_stages : int
+        Number ``k >= 0`` of binary stages before the core target.
+    embedding_dim : int, default=16
+        Size of each field embedding.
+    tower_units : sequence of int, default=(128, 64, 32)
+        Hidden layer widths of every task tower.
+    label_embedding_dim : int, default=16
+        Size of each label embedding (LEU).
+    fusion_dim : int, default=32
+        Output size of each IFU.
+    fusion : {"attention", "concat"}, default="attention"
+        Fusion operator of the IFU.
+    label_sampling : {"hard", "relaxed"}, default="hard"
+        LEU sampling mode.
+    tau : float, default=1.0
+        Gumbel-softmax temperature.
+    dropout : float, default=0.0
+        Dropout in the towers.
+    stage_logit_priors : sequence of float, optional
+        Initial bias of each stage head (the logit of the stage's base rate helps rare stages).
+    core_prior : float, default=0.0
+        Initial bias of the core head (mean of the transformed core target).
+
+    Notes
+    -----
+    ``forward(cat, num, num_missing, generator=None)`` returns float32 (batch, k + 1): the k stage
+    logits, then the core prediction on the transformed scale used by the loss.
+    """
+
+    def __init__(
+        self,
+        cardinalities,
+        n_numeric,
+        n_stages,
+        embedding_dim=16,
+        tower_units=(128, 64, 32),
+        label_embedding_dim=16,
+        fusion_dim=32,
+        fusion="attention",
+        label_sampling="hard",
+        tau=1.0,
+        dropout=0.0,
+        stage_logit_priors=None,
+        core_prior=0.0,
+    ):
+        super().__init__()
+        self.n_stages = int(n_stages)
+        self.embedding = SharedEmbedding(cardinalities, n_numeric, embedding_dim)
+        e_dim = self.embedding.output_dim
+        n_tasks = self.n_stages + 1
+        downstream_dim = 2 * fusion_dim + e_dim
+        self.towers = nn.ModuleList(
+            Tower(e_dim if t == 0 else downstream_dim, tower_units, dropout) for t in range(n_tasks)
+        )
+        self.heads = nn.ModuleList(nn.Linear(tower.output_dim, 1) for tower in self.towers)
+        self.label_embeddings = nn.ModuleList(
+            LabelEmbedding(label_embedding_dim, label_sampling, tau) for _ in range(self.n_stages)
+        )
+        rep_dim = self.towers[0].rep_dim
+        # Task t >= 1 (0-based) fuses its t predecessors plus its own candidate from e.
+        self.rep_candidates = nn.ModuleList(nn.Linear(e_dim, rep_dim) for _ in range(1, n_tasks))
+        self.le_candidates = nn.ModuleList(
+            nn.Linear(e_dim, label_embedding_dim) for _ in range(1, n_tasks)
+        )
+        self.rep_fusions = nn.ModuleList(
+            InformationFusion(rep_dim, t + 1, fusion_dim, fusion) for t in range(1, n_tasks)
+        )
+        self.le_fusions = nn.ModuleList(
+            InformationFusion(label_embedding_dim, t + 1, fusion_dim, fusion)
+            for t in range(1, n_tasks)
+        )
+        with torch.no_grad():
+            for head, prior in zip(self.heads, list(stage_logit_priors or []) + [core_prior]):
+                head.bias.fill_(float(prior))
+
+    def embed(self, cat, num, num_missing):
+        """Shared embedding ``e``, float32 (batch, n_fields * embedding_dim)."""
+        return self.embedding(cat, num, num_missing)
+
+    def forward_from_embedding(self, e, generator=None):
+        """Run the towers, LEUs and IFUs on a given shared embedding ``e``; returns (batch, k + 1)."""
+        reps, label_embs, outputs = [], [], []
+        for t, (tower, head) in enumerate(zip(self.towers, self.heads)):
+            if t == 0:
+                x = e
+            else:
+                rep_set = torch.stack(reps + [self.rep_candidates[t - 1](e)], dim=1)
+                le_set = torch.stack(label_embs + [self.le_candidates[t - 1](e)], dim=1)
+                x = torch.cat(
+                    [self.rep_fusions[t - 1](rep_set), self.le_fusions[t - 1](le_set), e], dim=1
+                )
+            rep, hidden = tower(x)
+            out = head(hidden).squeeze(-1)
+            outputs.append(out)
+            if t < self.n_stages:  # stop-gradient on everything passed downstream (HTLNet §2.6)
+                reps.append(rep.detach())
+                label_embs.append(self.label_embeddings[t](out.detach(), generator))
+        return torch.stack(outputs, dim=1)
+
+    def forward(self, cat, num, num_missing, generator=None):
+        return self.forward_from_embedding(self.embed(cat, num, num_missing), generator)

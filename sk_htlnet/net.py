@@ -1,0 +1,286 @@
+"""The skorch ``NeuralNet`` subclass behind :class:`~sk_htlnet.HTLNetRegressor`.
+
+It adds to skorch's loop (DESIGN.md): a hybrid loss with label masks, a train step that applies a
+gradient-adjustment strategy (:mod:`sk_htlnet.gradient`) to the shared embedding, per-task loss
+entries in the history, a fast tensor batch iterator, and seeded private random generators so that
+a fixed seed gives bit-identical fits on CPU without touching the global torch seed.
+"""
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from skorch import NeuralNet
+from skorch.callbacks import PassthroughScoring
+from skorch.utils import to_tensor
+from torch import nn
+from torch.nn import functional as F
+
+INPUT_KEYS = ("cat", "num", "num_missing")
+
+
+class FunnelDataset(torch.utils.data.Dataset):
+    """Tensors of an encoded funnel data set, built once and sliced per batch.
+
+    Parameters
+    ----------
+    cat : int64 array-like (n, n_categorical)
+    num : float32 array-like (n, n_numeric), missing values set to 0
+    num_missing : bool array-like (n, n_numeric)
+    y : float32 array-like (n, n_tasks), NaN for a missing label, optional
+    """
+
+    def __init__(self, cat, num, num_missing, y=None):
+        self.cat = torch.as_tensor(cat, dtype=torch.long)
+        self.num = torch.as_tensor(num, dtype=torch.float32)
+        self.num_missing = torch.as_tensor(num_missing, dtype=torch.bool)
+        self.y = None if y is None else torch.as_tensor(y, dtype=torch.float32)
+
+    def __len__(self):
+        return self.cat.shape[0]
+
+    def _slice(self, idx):
+        x = {"cat": self.cat[idx], "num": self.num[idx], "num_missing": self.num_missing[idx]}
+        y = None if self.y is None else self.y[idx]
+        return x, y
+
+    def __getitem__(self, i):
+        x, y = self._slice(i)
+        return x, (torch.zeros(0) if y is None else y)
+
+    def subset(self, idx):
+        """A new dataset holding the rows ``idx`` (one copy, made once)."""
+        idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        return FunnelDataset(*self._slice(idx)[0].values(), None if self.y is None else self.y[idx])
+
+
+class BatchIterator:
+    """Yields ``(X_dict, y)`` batches by slicing a :class:`FunnelDataset` (no per-row Python)."""
+
+    def __init__(self, dataset, batch_size, shuffle=False, generator=None):
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __len__(self):
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            idx = order[start:stop] if order is not None else slice(start, stop)
+            yield self.dataset._slice(idx)
+
+
+class FunnelValidSplit:
+    """Hold out a validation fraction, stratified on funnel depth, never on the core target.
+
+    The funnel depth of a row is the number of stages it passed (0..k).  Stratifying on it keeps the
+    rare late stages represented in the validation set; with missing stage labels, or a depth class
+    too small to split, the split is a plain shuffle.
+
+    Parameters
+    ----------
+    validation_fraction : float in (0, 1)
+    n_stages : int
+    random_state : int or None
+    """
+
+    def __init__(self, validation_fraction, n_stages, random_state=None):
+        self.validation_fraction = validation_fraction
+        self.n_stages = n_stages
+        self.random_state = random_state
+
+    def __call__(self, dataset, y=None, **fit_params):
+        n = len(dataset)
+        stratify = None
+        if self.n_stages and dataset.y is not None:
+            stages = dataset.y[:, : self.n_stages].numpy()
+            if not np.isnan(stages).any():
+                depth = stages.sum(axis=1).astype(int)
+                counts = np.bincount(depth)
+                n_valid = int(np.ceil(self.validation_fraction * n))
+                if counts[counts > 0].min() >= 2 and n_valid >= (counts > 0).sum():
+                    stratify = depth
+        train_idx, valid_idx = train_test_split(
+            np.arange(n),
+            test_size=self.validation_fraction,
+            random_state=self.random_state,
+            stratify=stratify,
+        )
+        return dataset.subset(np.sort(train_idx)), dataset.subset(np.sort(valid_idx))
+
+
+class HybridLoss(nn.Module):
+    """Per-task losses for hybrid targets (HTLNet §3): BCE for each stage, MSE for the core target.
+
+    Parameters
+    ----------
+    n_stages : int
+        Number k of binary stages (the first k columns).
+    core_scale : float, default=1.0
+        Variance of the (transformed) core target on the training data; the *monitored* total
+        divides the core MSE by it so that no task dominates by its units (DESIGN.md).
+    task_weights : sequence of float, optional
+        Static weight of each task in the optimised loss (default all 1).
+
+    Notes
+    -----
+    ``forward(y_pred, y_true)`` takes float32 (batch, k + 1) stage logits and core prediction, and
+    float32 (batch, k + 1) labels with NaN for missing; returns float32 (k + 1,) per-task mean losses
+    over the observed labels.  A task with no observed label in the batch gets loss 0 and no gradient.
+    """
+
+    def __init__(self, n_stages, core_scale=1.0, task_weights=None):
+        super().__init__()
+        self.n_stages = int(n_stages)
+        self.core_scale = float(core_scale)
+        weights = torch.ones(self.n_stages + 1) if task_weights is None else task_weights
+        self.register_buffer("task_weights", torch.as_tensor(weights, dtype=torch.float32))
+        monitor = torch.ones(self.n_stages + 1)
+        monitor[-1] = 1.0 / self.core_scale
+        self.register_buffer("monitor_weights", monitor)
+
+    def forward(self, y_pred, y_true):
+        observed = ~torch.isnan(y_true)
+        target = torch.where(observed, y_true, torch.zeros_like(y_true))
+        k = self.n_stages
+        per_row = torch.cat(
+            [
+                F.binary_cross_entropy_with_logits(y_pred[:, :k], target[:, :k], reduction="none"),
+                (y_pred[:, k:] - target[:, k:]) ** 2,
+            ],
+            dim=1,
+        )
+        mask = observed.to(per_row.dtype)
+        return (per_row * mask).sum(0) / mask.sum(0).clamp_min(1.0)
+
+
+class HybridNet(NeuralNet):
+    """skorch ``NeuralNet`` for hybrid funnel targets.
+
+    Parameters
+    ----------
+    module : torch module class or instance
+        A model whose ``forward(cat, num, num_missing, generator=None)`` returns (batch, k + 1); for a
+        gradient strategy that needs per-task gradients it must also provide ``embed``,
+        ``forward_from_embedding`` and an ``embedding`` with ``sparse_grad`` / ``set_sparse_grad``
+        (see :class:`sk_htlnet.modules.HTLNet`).
+    task_names : sequence of str
+        Names of the k + 1 tasks; the history holds ``train_loss_<name>`` and ``valid_loss_<name>``.
+    gradient_strategy : sk_htlnet.gradient.GradientStrategy, optional
+        Applied to the shared embedding's gradient; None sums the task gradients.
+    seed : int, optional
+        Seeds parameter initialisation, the batch shuffle and the Gumbel noise through private
+        generators (the global torch seed is left untouched).
+    **kwargs
+        Passed to :class:`skorch.NeuralNet`.
+
+    Notes
+    -----
+    History keys: ``train_loss`` and ``valid_loss`` are the monitored totals (stage BCEs plus the
+    core MSE divided by ``criterion__core_scale``); ``train_loss_<name>`` / ``valid_loss_<name>`` are
+    each task's optimised loss (the core's on its transformed scale), averaged over batches weighted
+    by batch size.
+    """
+
+    def __init__(self, module, *args, task_names=("core",), gradient_strategy=None, seed=None,
+                 criterion=HybridLoss, **kwargs):
+        super().__init__(module, *args, criterion=criterion, **kwargs)
+        self.task_names = task_names
+        self.gradient_strategy = gradient_strategy
+        self.seed = seed
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def get_default_callbacks(self):
+        callbacks = list(super().get_default_callbacks())
+        for name in self.task_names:
+            callbacks.append((f"train_loss_{name}", PassthroughScoring(name=f"train_loss_{name}", on_train=True)))
+            callbacks.append((f"valid_loss_{name}", PassthroughScoring(name=f"valid_loss_{name}")))
+        return callbacks
+
+    def _seeds(self):
+        rng = np.random.default_rng(self.seed)
+        return [int(s) for s in rng.integers(0, 2**62, size=3)]
+
+    def initialize_module(self):
+        init_seed = self._seeds()[0]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            return super().initialize_module()
+
+    def initialize(self):
+        super().initialize()
+        _, shuffle_seed, noise_seed = self._seeds()
+        self.shuffle_generator_ = torch.Generator().manual_seed(shuffle_seed)
+        self.noise_generator_ = torch.Generator(device=self.device).manual_seed(noise_seed)
+        return self
+
+    def get_iterator(self, dataset, training=False):
+        if isinstance(dataset, FunnelDataset):
+            generator = self.shuffle_generator_ if training else None
+            return BatchIterator(dataset, self.batch_size, shuffle=training, generator=generator)
+        return super().get_iterator(dataset, training=training)
+
+    # ---- forward and losses ---------------------------------------------------------------------
+    def infer(self, x, **fit_params):
+        x = to_tensor(x, device=self.device)
+        generator = self.noise_generator_ if self.module_.training else None
+        return self.module_(**x, generator=generator, **fit_params)
+
+    def get_task_losses(self, y_pred, y_true):
+        """Per-task losses, float32 (k + 1,), from the criterion."""
+        return self.criterion_(y_pred, to_tensor(y_true, device=self.device))
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """Monitored total loss (see class Notes)."""
+        return (self.get_task_losses(y_pred, y_true) * self.criterion_.monitor_weights).sum()
+
+    def _record(self, prefix, task_losses):
+        values = task_losses.detach().cpu().tolist()
+        for name, value in zip(self.task_names, values):
+            self.history.record_batch(f"{prefix}_loss_{name}", value)
+        total = float(np.dot(values, self.criterion_.monitor_weights.cpu().numpy()))
+        return torch.as_tensor(total)
+
+    # ---- steps ----------------------------------------------------------------------------------
+    def train_step_single(self, batch, **fit_params):
+        self._set_training(True)
+        Xi, yi = batch
+        strategy = self.gradient_strategy
+        weights = self.criterion_.task_weights
+        if strategy is None or not strategy.needs_task_gradients:
+            y_pred = self.infer(Xi, **fit_params)
+            task_losses = self.get_task_losses(y_pred, yi)
+            (task_losses * weights).sum().backward()
+        else:
+            y_pred, task_losses = self._adjusted_backward(Xi, yi, strategy, weights)
+        return {"loss": self._record("train", task_losses), "y_pred": y_pred}
+
+    def _adjusted_backward(self, Xi, yi, strategy, weights):
+        """One backward pass per task on the towers; the shared gradient goes through ``strategy``."""
+        x = to_tensor(Xi, device=self.device)
+        module = self.module_
+        e = module.embed(**x).detach().requires_grad_()
+        y_pred = module.forward_from_embedding(e, generator=self.noise_generator_)
+        task_losses = self.get_task_losses(y_pred, yi)
+        weighted = task_losses * weights
+        n_tasks = weighted.shape[0]
+        grads = []
+        for t in range(n_tasks):
+            e.grad = None
+            weighted[t].backward(retain_graph=t < n_tasks - 1)
+            grads.append(e.grad if e.grad is not None else torch.zeros_like(e))
+        rows, task_grads = module.embedding.sparse_grad(torch.stack(grads), **x)
+        module.embedding.set_sparse_grad(rows, strategy.combine(task_grads))
+        return y_pred, task_losses
+
+    def validation_step(self, batch, **fit_params):
+        self._set_training(False)
+        Xi, yi = batch
+        with torch.no_grad():
+            y_pred = self.infer(Xi, **fit_params)
+            task_losses = self.get_task_losses(y_pred, yi)
+        return {"loss": self._record("valid", task_losses), "y_pred": y_pred}

@@ -1,0 +1,195 @@
+"""Turn a DataFrame or array into the integer ids and floats the shared embedding reads.
+
+Categorical columns get a vocabulary of the values seen in ``fit``; id 0 of every field is the
+out-of-vocabulary row (values first seen at predict time), id 1 the missing-value row.  Numeric
+columns are standardised with the training mean and standard deviation; missing numeric values
+(NaN / ``pd.NA``) are flagged and embedded by a learned per-field vector, so they need no imputation
+(as HistGradientBoosting handles missing values natively).  Everything is vectorised through pandas
+hash tables: no per-row Python.
+"""
+
+import numbers
+
+import numpy as np
+import pandas as pd
+
+OOV_ID = 0
+MISSING_ID = 1
+
+
+def _is_numeric_column(series):
+    dtype = series.dtype
+    return (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)) and not isinstance(
+        dtype, pd.CategoricalDtype
+    )
+
+
+def _as_object_index(series):
+    """Values of a column as an object Index (category values, not codes; exact for big ints)."""
+    return pd.Index(series.to_numpy(dtype=object), dtype=object)
+
+
+class FeatureEncoder:
+    """Fit vocabularies and scalers on X; transform X into (cat, num, num_missing) arrays.
+
+    Parameters
+    ----------
+    categorical_features : "from_dtype", sequence of str or int, or boolean mask
+        "from_dtype": DataFrame columns whose dtype is not numeric or bool (category, string, object)
+        are categorical; for arrays, none are.  Otherwise the names (DataFrame only), indices or
+        boolean mask of the categorical columns.
+
+    Attributes
+    ----------
+    feature_names_in_ : ndarray of str or None
+    n_features_in_ : int
+    categorical_mask_ : ndarray of bool (n_features_in_,)
+    vocabularies_ : list of pandas.Index, one per categorical column
+    cardinalities_ : list of int, embedding rows per categorical column (vocabulary + OOV + missing)
+    mean_, scale_ : ndarray of float64 (n_numeric,)
+    """
+
+    def __init__(self, categorical_features="from_dtype"):
+        self.categorical_features = categorical_features
+
+    # ---- helpers --------------------------------------------------------------------------------
+    @staticmethod
+    def _as_frame(X):
+        if isinstance(X, pd.DataFrame):
+            return X, True
+        if hasattr(X, "__dataframe__") and not isinstance(X, np.ndarray):
+            raise TypeError("X must be a pandas DataFrame or a 2-D array-like")
+        arr = np.asarray(X)
+        if arr.ndim != 2:
+            raise ValueError(
+                f"X must be 2-D (n_samples, n_features), got an array of shape {arr.shape}; "
+                "reshape a single feature with X.reshape(-1, 1)"
+            )
+        return pd.DataFrame(arr), False
+
+    def _resolve_mask(self, frame, is_frame):
+        n = frame.shape[1]
+        spec = self.categorical_features
+        if isinstance(spec, str) and spec == "from_dtype":
+            if not is_frame:
+                return np.zeros(n, dtype=bool)
+            return np.array([not _is_numeric_column(frame[c]) for c in frame.columns], dtype=bool)
+        if spec is None:
+            return np.zeros(n, dtype=bool)
+        spec = list(spec)
+        if spec and all(isinstance(s, (bool, np.bool_)) for s in spec):
+            if len(spec) != n:
+                raise ValueError(
+                    f"categorical_features as a boolean mask must have length {n} (n_features), got {len(spec)}"
+                )
+            return np.asarray(spec, dtype=bool)
+        mask = np.zeros(n, dtype=bool)
+        for s in spec:
+            if isinstance(s, str):
+                if not is_frame or s not in frame.columns:
+                    raise ValueError(f"categorical_features names column {s!r}, which is not in X")
+                mask[frame.columns.get_loc(s)] = True
+            elif isinstance(s, numbers.Integral):
+                if not -n <= s < n:
+                    raise ValueError(f"categorical_features index {s} is out of range for {n} features")
+                mask[s] = True
+            else:
+                raise ValueError(
+                    "categorical_features must be 'from_dtype', column names, indices or a boolean mask; "
+                    f"got element {s!r}"
+                )
+        return mask
+
+    @staticmethod
+    def _numeric_values(frame, columns):
+        if not columns:
+            return np.zeros((len(frame), 0))
+        out = np.empty((len(frame), len(columns)))
+        for j, c in enumerate(columns):
+            col = frame[c]
+            try:
+                out[:, j] = pd.to_numeric(col, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(
+                    f"column {c!r} is treated as numeric but holds non-numeric values; mark it "
+                    "categorical with categorical_features or give it a category/string dtype"
+                ) from exc
+        if np.isinf(out).any():
+            bad = [columns[j] for j in np.flatnonzero(np.isinf(out).any(axis=0))]
+            raise ValueError(f"numeric column(s) {bad} contain infinite values; use NaN for missing")
+        return out
+
+    # ---- API ------------------------------------------------------------------------------------
+    def fit_transform(self, X):
+        frame, is_frame = self._as_frame(X)
+        if frame.shape[1] == 0:
+            raise ValueError("X has 0 features; at least one is required")
+        if is_frame:
+            self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
+        else:
+            self.feature_names_in_ = None
+        self.n_features_in_ = frame.shape[1]
+        self._columns = list(frame.columns)
+        self.categorical_mask_ = self._resolve_mask(frame, is_frame)
+        cols = list(frame.columns)
+        self._cat_cols = [c for c, m in zip(cols, self.categorical_mask_) if m]
+        self._num_cols = [c for c, m in zip(cols, self.categorical_mask_) if not m]
+        self.vocabularies_ = [_as_object_index(frame[c].dropna()).unique() for c in self._cat_cols]
+        self.cardinalities_ = [len(v) + 2 for v in self.vocabularies_]
+        values = self._numeric_values(frame, self._num_cols)
+        observed = ~np.isnan(values)
+        count = observed.sum(axis=0)
+        mean = np.divide(np.where(observed, values, 0.0).sum(axis=0), count,
+                         out=np.zeros(values.shape[1]), where=count > 0)
+        var = np.divide((np.where(observed, values - mean, 0.0) ** 2).sum(axis=0), count,
+                        out=np.zeros(values.shape[1]), where=count > 0)
+        self.mean_ = mean
+        scale = np.sqrt(var)
+        self.scale_ = np.where(scale > 0, scale, 1.0)
+        return self._encode(frame, values)
+
+    def transform(self, X):
+        frame, is_frame = self._as_frame(X)
+        self._check_columns(frame, is_frame)
+        frame = frame.set_axis(self._columns, axis=1)  # positional once the check has passed
+        return self._encode(frame, self._numeric_values(frame, self._num_cols))
+
+    def _check_columns(self, frame, is_frame):
+        if self.feature_names_in_ is not None:
+            if not is_frame:
+                if frame.shape[1] != self.n_features_in_:
+                    raise ValueError(
+                        f"X has {frame.shape[1]} features, but the estimator was fitted with "
+                        f"{self.n_features_in_} (a DataFrame with columns {list(self.feature_names_in_)})"
+                    )
+                return
+            names = [str(c) for c in frame.columns]
+            expected = list(self.feature_names_in_)
+            if names != expected:
+                missing = [c for c in expected if c not in names]
+                extra = [c for c in names if c not in expected]
+                msg = "X's columns differ from those seen in fit"
+                if missing:
+                    msg += f"; missing: {missing}"
+                if extra:
+                    msg += f"; unexpected: {extra}"
+                if not missing and not extra:
+                    msg += f"; expected the order {expected}, got {names}"
+                raise ValueError(msg)
+        elif frame.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {frame.shape[1]} features, but the estimator was fitted with {self.n_features_in_}"
+            )
+
+    def _encode(self, frame, values):
+        n = len(frame)
+        cat = np.empty((n, len(self._cat_cols)), dtype=np.int64)
+        for j, (c, vocab) in enumerate(zip(self._cat_cols, self.vocabularies_)):
+            col = frame[c]
+            codes = vocab.get_indexer(_as_object_index(col))
+            ids = np.where(codes >= 0, codes + 2, OOV_ID)
+            ids[pd.isna(col).to_numpy()] = MISSING_ID
+            cat[:, j] = ids
+        missing = np.isnan(values)
+        num = np.where(missing, 0.0, (values - self.mean_) / self.scale_).astype(np.float32)
+        return {"cat": cat, "num": num, "num_missing": missing}
