@@ -440,7 +440,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self.n_stages_ = k
             self._y_1d = was_1d
             self._core_transform = _CoreTransform(self.target_transform).fit(values[:, k])
-        y_model[:, k] = self._core_transform.forward(values[:, k])
+        y_model[:, k] = self._core_transform.forward(values[:, k])  # the scale the loss sees
         dataset = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"], y_model.astype(np.float32))
         if warm:
             self.net_.partial_fit(dataset, None)
@@ -453,6 +453,12 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         raw = self._forward(dataset)
         self._core_transform.fit_smearing(y_model[:, k], raw[:, k])
         return self
+
+    def _core_targets(self, y):
+        """y as float64 (n, k + 1) with the core column on the transformed scale the loss uses."""
+        values = _target_frame(y)[0].copy()
+        values[:, self.n_stages_] = self._core_transform.forward(values[:, self.n_stages_])
+        return values
 
     # ---- predict ----------------------------------------------------------------------------------
     def _forward(self, dataset):

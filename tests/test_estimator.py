@@ -1,0 +1,189 @@
+"""HTLNetRegressor end to end: shapes, losses, the adjusted train step, determinism, learning."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from sk_htlnet import HTLNetRegressor
+from sk_htlnet.datasets import make_funnel
+from sk_htlnet.metrics import normalized_gini
+from sk_htlnet.net import FunnelDataset, HybridLoss
+
+FAST = dict(embedding_dim=4, tower_units=(16, 8), label_embedding_dim=4, fusion_dim=8, batch_size=256)
+
+
+@pytest.fixture(scope="module")
+def funnel():
+    X, Y = make_funnel(3000, n_stages=2, n_categorical=3, n_numeric=3, signal=1.5, random_state=0)
+    return X, Y
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_predict_shapes_for_k_stages(k):
+    X, Y = make_funnel(600, n_stages=k, n_categorical=2, n_numeric=2, stage_rates=0.5, random_state=k)
+    est = HTLNetRegressor(max_iter=2, random_state=0, **FAST).fit(X, Y)
+    pred = est.predict(X)
+    assert pred.shape == (600, k + 1) and pred.dtype == np.float64
+    assert np.isfinite(pred).all()
+    assert ((pred[:, :k] > 0) & (pred[:, :k] < 1)).all()
+    assert est.target_names_ == list(Y.columns)
+    assert est.n_stages_ == k
+    # a 1-D y is plain regression: predict returns (n,)
+    if k == 0:
+        est1 = HTLNetRegressor(max_iter=1, random_state=0, **FAST).fit(X, Y["core"])
+        assert est1.predict(X).shape == (600,)
+
+
+def test_history_records_documented_keys(funnel):
+    X, Y = funnel
+    est = HTLNetRegressor(max_iter=3, early_stopping=True, random_state=0, **FAST).fit(X, Y)
+    keys = ["train_loss", "valid_loss"] + [f"{s}_loss_{n}" for s in ("train", "valid") for n in Y.columns]
+    for key in keys:
+        values = est.history_[:, key]
+        assert len(values) == est.n_iter_ == 3
+        assert np.isfinite(values).all()
+    # the monitored total is the stage BCEs plus the core MSE over its training variance
+    row = est.history_[-1]
+    scale = est.net_.criterion_.core_scale
+    total = row["valid_loss_stage_1"] + row["valid_loss_stage_2"] + row["valid_loss_core"] / scale
+    assert row["valid_loss"] == pytest.approx(total, rel=1e-5)
+
+
+def test_nan_labels_contribute_nothing_and_loss_stays_finite():
+    crit = HybridLoss(n_stages=1)
+    pred = torch.randn(6, 2, requires_grad=True)
+    y = torch.tensor([[1, 2.0], [0, np.nan], [np.nan, 1.0], [1, 0.5], [np.nan, np.nan], [0, 3.0]])
+    losses = crit(pred, y)
+    ok0, ok1 = ~torch.isnan(y[:, 0]), ~torch.isnan(y[:, 1])
+    expected0 = torch.nn.functional.binary_cross_entropy_with_logits(pred[ok0, 0], y[ok0, 0])
+    expected1 = ((pred[ok1, 1] - y[ok1, 1]) ** 2).mean()
+    torch.testing.assert_close(losses, torch.stack([expected0, expected1]))
+    losses.sum().backward()
+    assert (pred.grad[~ok0, 0] == 0).all() and (pred.grad[~ok1, 1] == 0).all()
+    # a batch in which a task has no observed label: finite loss, no gradient for that head
+    pred2 = torch.randn(3, 2, requires_grad=True)
+    y2 = torch.tensor([[np.nan, 1.0], [np.nan, 2.0], [np.nan, 0.0]])
+    losses2 = crit(pred2, y2)
+    assert torch.isfinite(losses2).all() and losses2[0] == 0
+    losses2.sum().backward()
+    assert (pred2.grad[:, 0] == 0).all()
+
+
+def test_fit_with_missing_labels_gives_finite_predictions(funnel):
+    X, Y = funnel
+    Y = Y.astype(float)
+    rng = np.random.default_rng(0)
+    Y.iloc[rng.random(len(Y)) < 0.3, 1] = np.nan
+    Y.iloc[rng.random(len(Y)) < 0.3, 2] = np.nan
+    est = HTLNetRegressor(max_iter=3, early_stopping=True, random_state=0, **FAST).fit(X, Y)
+    assert np.isfinite(est.predict(X)).all()
+    assert np.isfinite(est.history_[:, "valid_loss"]).all()
+
+
+def test_adjusted_train_step_applies_the_rule_to_the_shared_embedding(funnel):
+    """The shared gradient written by the train step equals combine(per-task dense gradients)."""
+    X, Y = funnel
+    est = HTLNetRegressor(max_iter=1, random_state=0, relax_factor=0.7, clip_ratio=3.0, **FAST).fit(X, Y)
+    net, module = est.net_, est.net_.module_
+    inputs = est._encoder.transform(X.iloc[:256])
+    y = torch.tensor(est._core_targets(Y.iloc[:256]), dtype=torch.float32)
+    x = {k: torch.as_tensor(v) for k, v in inputs.items()}
+    net._set_training(True)
+    state = net.noise_generator_.get_state()
+    net.optimizer_.zero_grad()
+    net._adjusted_backward(x, y, net.gradient_strategy, net.criterion_.task_weights)
+    shared = [module.embedding.table, module.embedding.num_weight, module.embedding.num_bias,
+              module.embedding.num_missing]
+    got = torch.cat([p.grad.flatten() for p in shared])
+    tower_grad = module.towers[2].layers[0][0].weight.grad.clone()
+    # reference: ordinary autograd, one full backward per task, same Gumbel noise
+    net.noise_generator_.set_state(state)
+    net.optimizer_.zero_grad()
+    losses = net.criterion_(module(**x, generator=net.noise_generator_), y)
+    dense = torch.stack([
+        torch.cat([g.flatten() for g in torch.autograd.grad(loss, shared, retain_graph=True)]) for loss in losses
+    ])
+    expected = net.gradient_strategy.combine(dense)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(expected, dense.sum(0))  # the rule did change something
+    losses.sum().backward()
+    torch.testing.assert_close(tower_grad, module.towers[2].layers[0][0].weight.grad)
+
+
+def test_same_random_state_gives_identical_predictions(funnel):
+    X, Y = funnel
+    kw = dict(max_iter=3, early_stopping=True, **FAST)
+    a = HTLNetRegressor(random_state=7, **kw).fit(X, Y).predict(X)
+    torch.manual_seed(123)  # the global seed must not matter
+    b = HTLNetRegressor(random_state=7, **kw).fit(X, Y).predict(X)
+    c = HTLNetRegressor(random_state=8, **kw).fit(X, Y).predict(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_early_stopping_restores_the_best_weights(funnel):
+    X, Y = funnel
+    # a large step size makes the validation loss bounce, so the last epoch is rarely the best
+    est = HTLNetRegressor(max_iter=12, early_stopping=True, n_iter_no_change=3, learning_rate=0.05,
+                          random_state=0, **FAST).fit(X, Y)
+    valid = est.history_[:, "valid_loss"]
+    inputs = est._encoder.transform(X)
+    data = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"],
+                         est._core_targets(Y).astype(np.float32))
+    _, valid_ds = est.net_.get_split_datasets(data)
+    total = 0.0
+    for batch in est.net_.get_iterator(valid_ds):
+        total += est.net_.validation_step(batch)["loss"].item() * len(batch[1])
+    assert total / len(valid_ds) == pytest.approx(min(valid), rel=1e-4)
+    assert np.argmin(valid) < len(valid) - 1 or len(valid) == 12
+
+
+def test_core_predictions_are_in_target_units(funnel):
+    """Amounts in other units (x 1000) give the same model on the standardised scale, so predictions
+    scale by exactly 1000: the transform is applied in fit and inverted in predict."""
+    X, Y = funnel
+    kw = dict(max_iter=3, target_transform="standardize", random_state=0, **FAST)
+    base = HTLNetRegressor(**kw).fit(X, Y).predict(X)
+    Y1000 = Y.assign(core=Y["core"] * 1000.0)
+    scaled = HTLNetRegressor(**kw).fit(X, Y1000).predict(X)
+    np.testing.assert_allclose(scaled[:, -1], 1000.0 * base[:, -1], rtol=1e-4)
+    np.testing.assert_allclose(scaled[:, :2], base[:, :2], rtol=1e-5)
+
+
+@pytest.mark.parametrize("transform", ["none", "log1p"])
+def test_other_transforms_predict_finite_values_in_range(funnel, transform):
+    X, Y = funnel
+    est = HTLNetRegressor(max_iter=3, target_transform=transform, random_state=0, **FAST).fit(X, Y)
+    core = est.predict(X)[:, -1]
+    assert np.isfinite(core).all()
+    if transform == "log1p":  # the inverse maps back to amounts > -1 and the smearing factor >= 1
+        assert (core > -1).all() and est._core_transform.smearing >= 1.0
+
+
+def test_log1p_rejects_amounts_at_or_below_minus_one(funnel):
+    X, Y = funnel
+    with pytest.raises(ValueError, match="log1p"):
+        HTLNetRegressor(max_iter=1).fit(X, Y.assign(core=Y["core"] - 5))
+
+
+def test_strong_signal_funnel_is_learned_on_every_task():
+    """On make_funnel data with signal=2, HTLNet clearly beats a constant predictor on every task.
+
+    A constant predictor has AUC 0.5, normalised Gini 0 and NRMSE 1.  With signal=2 the Bayes-optimal
+    stage AUCs exceed 0.85, so AUC >= 0.7 leaves room for a short fit while being far from chance
+    (the AUC's standard error on 2,000 test rows is about 0.015).  For the zero-inflated core the
+    Bayes-optimal normalised Gini is 0.97 and a constant's is 0, so >= 0.4 means the ranking is
+    learned.  NRMSE is not asserted: with signal=2 the core's lognormal tail is so heavy that even the
+    true conditional mean scores an NRMSE of 2.8 on these 2,000 rows.
+    """
+    X, Y = make_funnel(12_000, n_stages=2, n_categorical=4, n_numeric=4, signal=2.0,
+                       stage_rates=0.4, random_state=1)
+    train, test = slice(0, 10_000), slice(10_000, None)
+    est = HTLNetRegressor(max_iter=20, random_state=0, learning_rate=3e-3, batch_size=512).fit(X[train], Y[train])
+    pred = est.predict(X[test])
+    y = Y[test].to_numpy()
+    for t in range(2):
+        assert roc_auc_score(y[:, t], pred[:, t]) >= 0.7
+    assert normalized_gini(y[:, 2], pred[:, 2]) >= 0.4

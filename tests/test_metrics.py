@@ -1,0 +1,256 @@
+"""Tests for sk_htlnet.metrics (HTLNet §5 evaluation protocol)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn import metrics as sk
+from sklearn.exceptions import UndefinedMetricWarning
+
+from sk_htlnet.datasets import load_hillstrom, make_funnel
+from sk_htlnet.metrics import (
+    REPORT_COLUMNS,
+    auc,
+    funnel_report,
+    gain_curve,
+    log_loss,
+    nmae,
+    normalized_gini,
+    nrmse,
+    spearman,
+)
+
+
+@pytest.fixture(scope="module")
+def spend():
+    """A zero-inflated, heavy-tailed core target with many tied zeros, and a noisy score."""
+    rng = np.random.default_rng(0)
+    y = np.where(rng.random(5000) < 0.1, rng.lognormal(3, 1, 5000), 0.0)
+    return y, y + rng.normal(0, 20, y.size)
+
+
+# normalized_gini and gain_curve ---------------------------------------------------
+
+
+def test_gain_curve_and_gini_by_hand():
+    """Ranked: 3, then a tie {1, 0} credited 0.5 each, then 0; total 4."""
+    y, p = [3.0, 1.0, 0.0, 0.0], [0.9, 0.5, 0.5, 0.1]
+    x, gain = gain_curve(y, p)
+    np.testing.assert_allclose(x, [0, 0.25, 0.5, 0.75, 1])
+    np.testing.assert_allclose(gain, [0, 0.75, 0.875, 1, 1])
+    # Gini = sum of trapezoid sides / n - 1: model 6.25 / 4 - 1, perfect 6.5 / 4 - 1
+    assert normalized_gini(y, p) == pytest.approx(0.5625 / 0.625)
+
+
+def test_gini_perfect_ordering_is_exactly_one(spend):
+    y, _ = spend
+    assert normalized_gini(y, y) == 1.0
+    assert normalized_gini(y, np.log1p(y)) == 1.0  # only the order matters
+
+
+def test_gini_reversed_ordering_is_minus_one(spend):
+    y, _ = spend
+    assert normalized_gini(y, -y) == pytest.approx(-1.0)
+
+
+def test_gini_constant_prediction_is_zero(spend):
+    y, _ = spend
+    assert normalized_gini(y, np.full_like(y, 7.0)) == pytest.approx(0.0, abs=1e-12)
+    x, gain = gain_curve(y, np.zeros_like(y))
+    np.testing.assert_allclose(gain, x, atol=1e-12)  # the diagonal
+
+
+def test_gini_random_prediction_is_near_zero(spend):
+    y, _ = spend
+    random_scores = np.random.default_rng(1).random(y.size)
+    assert abs(normalized_gini(y, random_scores)) < 0.1
+    assert 0.2 < normalized_gini(*spend) < 1
+
+
+def test_gini_and_gain_curve_do_not_depend_on_row_order(spend):
+    y, p = spend
+    p = np.round(p / 25)  # a handful of distinct values: large tie groups
+    assert np.unique(p).size < 20
+    order = np.random.default_rng(2).permutation(y.size)
+    assert normalized_gini(y[order], p[order]) == normalized_gini(y, p)
+    np.testing.assert_array_equal(gain_curve(y[order], p[order])[1], gain_curve(y, p)[1])
+
+
+@pytest.mark.parametrize(
+    "y", [[1.0, -1.0, 3.0], [0.0, 0.0, 0.0], [2.0, 2.0, 2.0], [np.nan, np.nan, np.nan]]
+)
+def test_gini_undefined_is_nan_with_warning(y):
+    with pytest.warns(UndefinedMetricWarning, match="Gini"):
+        assert np.isnan(normalized_gini(y, [0.1, 0.2, 0.3]))
+
+
+def test_gain_curve_rejects_negative_or_zero_targets():
+    with pytest.raises(ValueError, match="negative"):
+        gain_curve([1.0, -1.0], [0.0, 1.0])
+    with pytest.raises(ValueError, match="zero"):
+        gain_curve([0.0, 0.0], [0.0, 1.0])
+
+
+# regression metrics ----------------------------------------------------------------
+
+
+def test_nrmse_of_mean_predictor_is_one(spend):
+    y, p = spend
+    assert nrmse(y, np.full_like(y, y.mean())) == pytest.approx(1.0)
+    assert nrmse(y, y) == 0.0
+    expected = np.sqrt(np.mean((y - p) ** 2)) / np.std(y, ddof=0)
+    assert nrmse(y, p) == pytest.approx(expected)
+
+
+def test_nmae_of_zero_predictor_is_one(spend):
+    y, p = spend
+    assert nmae(y, np.zeros_like(y)) == pytest.approx(1.0)
+    assert nmae(y, p) == pytest.approx(np.mean(np.abs(y - p)) / np.mean(np.abs(y)))
+
+
+def test_nmae_of_mean_predictor_on_hillstrom_is_about_two():
+    """The figure quoted in HTLNet.md §5 for a zero-inflated target."""
+    spend = load_hillstrom()[1]["spend"]
+    assert nmae(spend, np.full(len(spend), spend.mean())) == pytest.approx(2.0, abs=0.05)
+
+
+def test_spearman_matches_scipy(spend):
+    y, p = spend
+    assert spearman(y, p) == pytest.approx(stats.spearmanr(y, p).statistic)
+    assert isinstance(spearman(y, p), float)
+
+
+@pytest.mark.parametrize(
+    "metric, y",
+    [(nrmse, [2.0, 2.0]), (nmae, [0.0, 0.0]), (spearman, [1.0, 1.0])],
+)
+def test_regression_metrics_undefined_is_nan_with_warning(metric, y):
+    with pytest.warns(UndefinedMetricWarning):
+        assert np.isnan(metric(y, [0.5, 1.5]))
+
+
+# stage metrics ----------------------------------------------------------------------
+
+
+def test_auc_and_log_loss_match_sklearn():
+    rng = np.random.default_rng(3)
+    y = (rng.random(1000) < 0.3).astype(int)
+    p = np.clip(0.3 + 0.2 * (y - 0.3) + rng.normal(0, 0.1, y.size), 0, 1)
+    assert auc(y, p) == pytest.approx(sk.roc_auc_score(y, p))
+    assert log_loss(y, p) == pytest.approx(sk.log_loss(y, np.clip(p, 1e-15, 1 - 1e-15)))
+
+
+def test_log_loss_clips_confident_mistakes():
+    eps = np.finfo(np.float64).eps
+    assert log_loss([1, 0], [0.0, 1.0]) == pytest.approx(-np.log(eps))
+    assert log_loss([1, 1], [0.9, 0.9]) == pytest.approx(-np.log(0.9))  # one class is fine
+
+
+def test_auc_with_one_class_is_nan_with_warning():
+    with pytest.warns(UndefinedMetricWarning, match="AUC"):
+        assert np.isnan(auc([1, 1, np.nan], [0.1, 0.2, 0.3]))
+
+
+def test_stage_metrics_reject_bad_inputs():
+    with pytest.raises(ValueError, match="0/1"):
+        auc([0, 2], [0.1, 0.2])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        log_loss([0, 1], [0.1, 1.2])
+
+
+# shared behaviour -----------------------------------------------------------------------
+
+ALL_METRICS = [auc, log_loss, nrmse, nmae, normalized_gini, spearman]
+
+
+@pytest.mark.parametrize("metric", ALL_METRICS)
+def test_nan_labels_are_masked(metric):
+    rng = np.random.default_rng(4)
+    y = (rng.random(400) < 0.4).astype(float)
+    p = np.clip(0.4 + 0.3 * (y - 0.4) + rng.normal(0, 0.2, y.size), 0, 1)
+    missing = rng.random(y.size) < 0.25
+    y_missing = np.where(missing, np.nan, y)
+    p_missing = np.where(missing, np.nan, p)  # predictions of unlabelled rows are ignored
+    assert metric(y_missing, p_missing) == metric(y[~missing], p[~missing])
+    nullable = pd.Series(y_missing).astype("Int64")
+    assert metric(nullable, pd.Series(p)) == metric(y[~missing], p[~missing])
+
+
+@pytest.mark.parametrize("metric", ALL_METRICS)
+def test_metrics_validate_shapes_and_predictions(metric):
+    with pytest.raises(ValueError, match="same length"):
+        metric([0, 1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="y_pred must be finite"):
+        metric([0, 1], [0.1, np.nan])
+    with pytest.raises(ValueError, match="1-D"):
+        metric([[0, 1], [1, 0]], [[0.1, 0.2], [0.3, 0.4]])
+
+
+# funnel_report ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def funnel():
+    _, Y, truth = make_funnel(20_000, random_state=0, return_truth=True)
+    return Y, truth
+
+
+def test_funnel_report_agrees_with_the_metrics(funnel):
+    Y, truth = funnel
+    report = funnel_report(Y, truth)
+    assert list(report.columns) == REPORT_COLUMNS
+    assert list(report.index) == ["stage_1", "stage_2", "core"]
+    assert report.index.name == "target"
+    assert list(report["task"]) == ["stage", "stage", "core"]
+    assert (report.dtypes.iloc[1:] == np.float64).all()
+    for stage in ["stage_1", "stage_2"]:
+        assert report.loc[stage, "AUC"] == auc(Y[stage], truth[stage])
+        assert report.loc[stage, "log_loss"] == log_loss(Y[stage], truth[stage])
+        assert report.loc[stage, ["NRMSE", "NMAE", "Gini", "Spearman"]].isna().all()
+    y, p = Y["core"], truth["core"]
+    expected = [nrmse(y, p), nmae(y, p), normalized_gini(y, p), spearman(y, p)]
+    assert list(report.loc["core", ["NRMSE", "NMAE", "Gini", "Spearman"]]) == expected
+    assert report.loc["core", ["AUC", "log_loss"]].isna().all()
+
+
+def test_funnel_report_arrays_and_names(funnel):
+    Y, truth = funnel
+    report = funnel_report(Y.to_numpy(), truth.to_numpy())
+    assert list(report.index) == ["stage_1", "stage_2", "core"]
+    named = funnel_report(Y.to_numpy(), truth, target_names=["a", "b", "c"])
+    assert list(named.index) == ["a", "b", "c"]
+    np.testing.assert_array_equal(named.iloc[:, 1:].to_numpy(), report.iloc[:, 1:].to_numpy())
+    all_stages = funnel_report(Y.iloc[:, :2], truth.iloc[:, :2], n_stages=2)
+    assert list(all_stages["task"]) == ["stage", "stage"]
+
+
+def test_funnel_report_one_dimensional_is_a_core_target(funnel):
+    Y, truth = funnel
+    report = funnel_report(Y["core"].to_numpy(), truth["core"].to_numpy())
+    assert report.shape == (1, 7)
+    assert list(report.index) == ["core"] and report["task"].iloc[0] == "core"
+
+
+def test_funnel_report_masks_missing_labels_per_column(funnel):
+    Y, truth = funnel
+    Y = Y.astype(float)
+    Y.iloc[:5000, 0] = np.nan  # only stage_1 loses labels
+    report = funnel_report(Y, truth)
+    assert report.loc["stage_1", "AUC"] == auc(Y["stage_1"][5000:], truth["stage_1"][5000:])
+    assert report.loc["stage_2", "AUC"] == auc(Y["stage_2"], truth["stage_2"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        (dict(y_pred=np.zeros((10, 2))), "y_pred"),
+        (dict(n_stages=4), "n_stages"),
+        (dict(n_stages=-1), "n_stages"),
+        (dict(target_names=["a", "b"]), "target_names"),
+        (dict(y_true=np.zeros((10, 3, 1))), "y_true"),
+    ],
+)
+def test_funnel_report_validates_arguments(kwargs, argument):
+    arguments = {"y_true": np.zeros((10, 3)), "y_pred": np.zeros((10, 3)), **kwargs}
+    with pytest.raises(ValueError, match=argument):
+        funnel_report(**arguments)
