@@ -105,7 +105,7 @@ def plot(est, test, path):
         ax.plot(epochs, est.history_[:, f"valid_loss_{name}"], "s-", label="validation")
         best = int(np.argmin(est.history_[:, "valid_loss"]))
         ax.axvline(epochs[best], color="grey", ls=":", label="best epoch (restored)")
-        kind = "MSE on log1p scale" if name == names[-1] else "log loss"
+        kind = f"MSE ({est.target_transform} scale)" if name == names[-1] else "log loss"
         ax.set(title=f"HTLNet learning curve: {name}", xlabel="epoch", ylabel=kind)
         ax.legend(fontsize=8)
     ax = axes[-1]
