@@ -11,7 +11,6 @@ comparison over several split seeds and prints each seed's figures and their mea
 """
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -31,8 +30,9 @@ def split(X, Y, seed):
     return X_fit, X_test, Y_fit, Y_test
 
 
-def fit_htlnet(X_fit, Y_fit, seed, verbose):
+def fit_htlnet(X_fit, Y_fit, seed, verbose, max_iter):
     est = HTLNetRegressor(
+        max_iter=max_iter,
         early_stopping=True,
         validation_fraction=1 / 9,  # 10% of all rows, so the split is 8:1:1
         random_state=seed,
@@ -66,10 +66,10 @@ def predict_gradient_boosting(models, X):
     return np.column_stack(cols)
 
 
-def run_seed(X, Y, seed, verbose):
+def run_seed(X, Y, seed, verbose, max_iter):
     X_fit, X_test, Y_fit, Y_test = split(X, Y, seed)
     t0 = time.perf_counter()
-    est = fit_htlnet(X_fit, Y_fit, seed, verbose)
+    est = fit_htlnet(X_fit, Y_fit, seed, verbose, max_iter)
     t_htl = time.perf_counter() - t0
     t0 = time.perf_counter()
     gbm = fit_gradient_boosting(X_fit, Y_fit, seed)
@@ -105,7 +105,7 @@ def plot(est, test, path):
         ax.plot(epochs, est.history_[:, f"valid_loss_{name}"], "s-", label="validation")
         best = int(np.argmin(est.history_[:, "valid_loss"]))
         ax.axvline(epochs[best], color="grey", ls=":", label="best epoch (restored)")
-        kind = f"MSE ({est.target_transform} scale)" if name == names[-1] else "log loss"
+        kind = f"MSE ({est.target_transform_} scale)" if name == names[-1] else "log loss"
         ax.set(title=f"HTLNet learning curve: {name}", xlabel="epoch", ylabel=kind)
         ax.legend(fontsize=8)
     ax = axes[-1]
@@ -129,16 +129,22 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=Path("output") / "hillstrom_funnel.png",
                         help="where to save the figure (default: output/hillstrom_funnel.png)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress table")
+    parser.add_argument("--max-iter", type=int, default=HTLNetRegressor().max_iter,
+                        help="maximum epochs (default: the estimator's default)")
+    parser.add_argument("--n-rows", type=int, default=None,
+                        help="use a random subset of this many customers (a quick run)")
     args = parser.parse_args(argv)
 
     pd.set_option("display.width", 120)
     X, Y = load_hillstrom()
+    if args.n_rows:
+        X, _, Y, _ = train_test_split(X, Y, train_size=args.n_rows, random_state=0, stratify=Y["conversion"])
     print(f"Hillstrom: {len(X):,} customers; visit {Y['visit'].mean():.2%}, conversion "
           f"{Y['conversion'].mean():.2%}, mean spend ${Y['spend'].mean():.2f}")
     reports = []
     for i, seed in enumerate(args.seeds):
         print(f"\n=== split seed {seed}: training HTLNet (per-epoch losses; early stopping on validation) ===")
-        report, est, test, (t_htl, t_gbm) = run_seed(X, Y, seed, verbose=0 if args.quiet else 1)
+        report, est, test, (t_htl, t_gbm) = run_seed(X, Y, seed, 0 if args.quiet else 1, args.max_iter)
         print(f"\nTest split ({len(test[0]):,} rows), seed {seed}. Fit time: HTLNet {t_htl:.0f} s "
               f"({est.n_iter_} epochs), per-task HistGradientBoosting {t_gbm:.0f} s")
         print(side_by_side(report).to_string(float_format=lambda v: f"{v:.4f}"))
@@ -149,16 +155,25 @@ def main(argv=None):
             plot(est, test, args.out)
             print(f"\nFigure (learning curves per task, spend gain curve): {args.out.resolve()}")
     if len(args.seeds) > 1:
-        allr = pd.concat(reports).drop(columns="task")
-        allr.index.names = ["model", "target"]
-        summary = allr.groupby(["model", "target"], sort=False).agg(["mean", "std"])
-        print(f"\n=== mean and standard deviation over split seeds {args.seeds} ===")
-        print(summary.dropna(axis=1, how="all").to_string(float_format=lambda v: f"{v:.4f}"))
-        per_seed = allr.reset_index().set_index(["target", "seed", "model"]).sort_index()
-        print("\n=== every seed ===")
-        print(per_seed.dropna(axis=1, how="all").to_string(float_format=lambda v: f"{v:.4f}"))
+        print(f"\n=== every split seed, and the mean and standard deviation over seeds {args.seeds} ===")
+        print(seed_table(reports).to_string(float_format=lambda v: f"{v:.4f}"))
+    return reports
 
+
+def seed_table(reports):
+    """One row per (seed, model), one column per (target, metric); then mean and std per model."""
+    rows = {}
+    for report in reports:
+        seed = int(report["seed"].iloc[0])
+        for model in ("HTLNet", "HistGB"):
+            part = report.loc[model].drop(columns=["task", "seed"]).stack().dropna()
+            rows[(str(seed), model)] = part
+    table = pd.DataFrame(rows).T
+    table.index.names = ["seed", "model"]
+    stats = table.groupby(level="model", sort=False).agg(["mean", "std"]).stack(level=-1, future_stack=True)
+    stats = stats.swaplevel()
+    stats.index.names = ["seed", "model"]
+    return pd.concat([table, stats])
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     main()

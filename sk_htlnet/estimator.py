@@ -128,9 +128,11 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         gamma of HTLNet §4, in [0, 1].
     clip_ratio : float, default=10.0
         C of HTLNet §4, >= 1.
-    target_transform : {"none", "standardize", "log1p"}, default="log1p"
-        Transform of the core target inside the MSE.  Predictions are always in the target's units
-        and estimate the conditional mean (with "log1p", via Duan's smearing estimate).
+    target_transform : {"auto", "none", "standardize", "log1p"}, default="auto"
+        Transform of the core target inside the MSE.  "auto" is "log1p" when every observed core
+        value is >= 0 (amounts: zero-inflated, heavy-tailed) and "standardize" otherwise.
+        Predictions are always in the target's units and estimate the conditional mean (with
+        "log1p", via Duan's smearing estimate).
     task_weights : array-like of shape (k + 1,), default=None
         Static weights of the task losses in the optimised sum; None means all 1.
     dropout : float, default=0.0
@@ -175,6 +177,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Names of the k stages and the core target, in funnel order.
     n_stages_ : int
         Number k of binary stages.
+    target_transform_ : str
+        The transform used ("auto" resolved).
     net_ : HybridNet
         The fitted skorch net.
     history_ : skorch.History
@@ -207,7 +211,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "tau": [Interval(numbers.Real, 0, None, closed="neither")],
         "relax_factor": [Interval(numbers.Real, 0, 1, closed="both")],
         "clip_ratio": [Interval(numbers.Real, 1, None, closed="left")],
-        "target_transform": [StrOptions({"none", "standardize", "log1p"})],
+        "target_transform": [StrOptions({"auto", "none", "standardize", "log1p"})],
         "task_weights": ["array-like", None],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -241,7 +245,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         tau=1.0,
         relax_factor=0.1,
         clip_ratio=10.0,
-        target_transform="log1p",
+        target_transform="auto",
         task_weights=None,
         dropout=0.0,
         learning_rate=1e-3,
@@ -439,7 +443,11 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self.target_names_ = names
             self.n_stages_ = k
             self._y_1d = was_1d
-            self._core_transform = _CoreTransform(self.target_transform).fit(values[:, k])
+            transform = self.target_transform
+            if transform == "auto":
+                transform = "log1p" if np.nanmin(values[:, k]) >= 0 else "standardize"
+            self.target_transform_ = transform
+            self._core_transform = _CoreTransform(transform).fit(values[:, k])
         y_model[:, k] = self._core_transform.forward(values[:, k])  # the scale the loss sees
         dataset = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"], y_model.astype(np.float32))
         if warm:

@@ -162,10 +162,18 @@ def test_other_transforms_predict_finite_values_in_range(funnel, transform):
         assert (core > -1).all() and est._core_transform.smearing >= 1.0
 
 
+def test_auto_transform_is_log1p_for_amounts_and_standardize_otherwise(funnel):
+    X, Y = funnel
+    assert HTLNetRegressor(max_iter=1, **FAST).fit(X, Y).target_transform_ == "log1p"
+    shifted = HTLNetRegressor(max_iter=1, **FAST).fit(X, Y.assign(core=Y["core"] - 5))
+    assert shifted.target_transform_ == "standardize"
+    assert np.isfinite(shifted.predict(X)).all()
+
+
 def test_log1p_rejects_amounts_at_or_below_minus_one(funnel):
     X, Y = funnel
     with pytest.raises(ValueError, match="log1p"):
-        HTLNetRegressor(max_iter=1).fit(X, Y.assign(core=Y["core"] - 5))
+        HTLNetRegressor(max_iter=1, target_transform="log1p").fit(X, Y.assign(core=Y["core"] - 5))
 
 
 def test_strong_signal_funnel_is_learned_on_every_task():
