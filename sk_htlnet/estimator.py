@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_c
 from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from skorch.callbacks import EarlyStopping
 
 from .gradient import get_strategy
@@ -65,6 +65,11 @@ class _CoreTransform:
 
 def _target_frame(y):
     """Parse y into (float64 array (n, T), names, was_1d)."""
+    frame_like = isinstance(y, (pd.DataFrame, pd.Series))
+    if (frame_like and any(np.iscomplexobj(np.asarray(c)) for _, c in pd.DataFrame(y).items())) or (
+        not frame_like and np.iscomplexobj(np.asarray(y))
+    ):
+        raise ValueError("Complex data not supported: y must be real-valued")
     if isinstance(y, pd.Series):
         y = y.to_frame(name="core" if y.name is None else y.name)
         was_1d = True
@@ -294,6 +299,28 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.net_kwargs = net_kwargs
 
     # ---- validation -----------------------------------------------------------------------------
+    def _validate_X(self, X, reset):
+        """scikit-learn's checks and messages: shape, sparse, complex, sample and feature counts,
+        feature names (``validate_data``).  A DataFrame keeps its columns and dtypes."""
+        min_samples = 2 if reset else 1
+        if isinstance(X, pd.DataFrame):
+            n, p = X.shape
+            if p == 0:
+                raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
+            if n < min_samples:
+                raise ValueError(
+                    f"Found array with {n} sample(s) (shape={X.shape}) while a minimum of {min_samples} is "
+                    "required by HTLNetRegressor."
+                )
+        else:
+            listed = not (isinstance(self.categorical_features, str) or self.categorical_features is None)
+            X = check_array(
+                X, dtype=None if listed else "numeric", ensure_all_finite="allow-nan",
+                ensure_min_samples=min_samples, estimator=self,
+            )
+        validate_data(self, X, reset=reset, skip_check_array=True)
+        return X
+
     def _check_targets(self, y, n_rows):
         values, names, was_1d = _target_frame(y)
         if values.shape[0] != n_rows:
@@ -335,6 +362,15 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     f"(one per target {self.target_names_}), got {self.task_weights!r}"
                 )
         return units, weights
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # k stages + the core; 1-D y is plain regression
+        tags.target_tags.single_output = True
+        tags.input_tags.allow_nan = True  # missing numeric values (and labels) are supported
+        tags.input_tags.categorical = True
+        tags.input_tags.string = True  # string / object / category DataFrame columns are embedded
+        return tags
 
     # ---- fit --------------------------------------------------------------------------------------
     def _build_net(self, n_rows, y_transformed, seed):
@@ -418,7 +454,10 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             If X and y differ in length, a stage holds values other than 0/1/NaN or a single class,
             the core target is infinite or never observed, or a parameter is invalid.
         """
+        if y is None:
+            raise ValueError("HTLNetRegressor requires y to be passed, but the target y is None")
         warm = self.warm_start and hasattr(self, "net_")
+        X = self._validate_X(X, reset=not warm)
         if not warm:
             encoder = FeatureEncoder(self.categorical_features)
             inputs = encoder.fit_transform(X)
@@ -426,8 +465,6 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             encoder = self._encoder
             inputs = encoder.transform(X)
         n_rows = inputs["cat"].shape[0]
-        if n_rows < 2:
-            raise ValueError(f"HTLNetRegressor needs at least 2 samples, got {n_rows}")
         values, names, was_1d = self._check_targets(y, n_rows)
         if warm and names != self.target_names_:
             raise ValueError(f"warm_start fit got targets {names}, but the model was fitted on {self.target_names_}")
@@ -435,11 +472,6 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         k = values.shape[1] - 1
         if not warm:
             self._encoder = encoder
-            self.n_features_in_ = encoder.n_features_in_
-            if encoder.feature_names_in_ is not None:
-                self.feature_names_in_ = encoder.feature_names_in_
-            elif hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
             self.target_names_ = names
             self.n_stages_ = k
             self._y_1d = was_1d
@@ -495,7 +527,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             If X's columns differ from those seen in ``fit``.
         """
         check_is_fitted(self, "net_")
-        inputs = self._encoder.transform(X)
+        inputs = self._encoder.transform(self._validate_X(X, reset=False))
         dataset = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"])
         raw = self._forward(dataset)
         k = self.n_stages_

@@ -32,6 +32,9 @@ def _as_object_index(series):
 class FeatureEncoder:
     """Fit vocabularies and scalers on X; transform X into (cat, num, num_missing) arrays.
 
+    X is a DataFrame or a 2-D array already validated by the estimator (shape, sparse, complex and
+    column checks are scikit-learn's, in :class:`~sk_htlnet.HTLNetRegressor`).
+
     Parameters
     ----------
     categorical_features : "from_dtype", sequence of str or int, or boolean mask
@@ -41,9 +44,7 @@ class FeatureEncoder:
 
     Attributes
     ----------
-    feature_names_in_ : ndarray of str or None
-    n_features_in_ : int
-    categorical_mask_ : ndarray of bool (n_features_in_,)
+    categorical_mask_ : ndarray of bool (n_features,)
     vocabularies_ : list of pandas.Index, one per categorical column
     cardinalities_ : list of int, embedding rows per categorical column (vocabulary + OOV + missing)
     mean_, scale_ : ndarray of float64 (n_numeric,)
@@ -57,15 +58,7 @@ class FeatureEncoder:
     def _as_frame(X):
         if isinstance(X, pd.DataFrame):
             return X, True
-        if hasattr(X, "__dataframe__") and not isinstance(X, np.ndarray):
-            raise TypeError("X must be a pandas DataFrame or a 2-D array-like")
-        arr = np.asarray(X)
-        if arr.ndim != 2:
-            raise ValueError(
-                f"X must be 2-D (n_samples, n_features), got an array of shape {arr.shape}; "
-                "reshape a single feature with X.reshape(-1, 1)"
-            )
-        return pd.DataFrame(arr), False
+        return pd.DataFrame(np.asarray(X)), False
 
     def _resolve_mask(self, frame, is_frame):
         n = frame.shape[1]
@@ -121,14 +114,8 @@ class FeatureEncoder:
 
     # ---- API ------------------------------------------------------------------------------------
     def fit_transform(self, X):
+        """Learn vocabularies and scalers from X and encode it."""
         frame, is_frame = self._as_frame(X)
-        if frame.shape[1] == 0:
-            raise ValueError("X has 0 features; at least one is required")
-        if is_frame:
-            self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
-        else:
-            self.feature_names_in_ = None
-        self.n_features_in_ = frame.shape[1]
         self._columns = list(frame.columns)
         self.categorical_mask_ = self._resolve_mask(frame, is_frame)
         cols = list(frame.columns)
@@ -149,37 +136,10 @@ class FeatureEncoder:
         return self._encode(frame, values)
 
     def transform(self, X):
-        frame, is_frame = self._as_frame(X)
-        self._check_columns(frame, is_frame)
-        frame = frame.set_axis(self._columns, axis=1)  # positional once the check has passed
+        """Encode X, whose columns the caller has checked against those seen in fit (by position)."""
+        frame, _ = self._as_frame(X)
+        frame = frame.set_axis(self._columns, axis=1)
         return self._encode(frame, self._numeric_values(frame, self._num_cols))
-
-    def _check_columns(self, frame, is_frame):
-        if self.feature_names_in_ is not None:
-            if not is_frame:
-                if frame.shape[1] != self.n_features_in_:
-                    raise ValueError(
-                        f"X has {frame.shape[1]} features, but the estimator was fitted with "
-                        f"{self.n_features_in_} (a DataFrame with columns {list(self.feature_names_in_)})"
-                    )
-                return
-            names = [str(c) for c in frame.columns]
-            expected = list(self.feature_names_in_)
-            if names != expected:
-                missing = [c for c in expected if c not in names]
-                extra = [c for c in names if c not in expected]
-                msg = "X's columns differ from those seen in fit"
-                if missing:
-                    msg += f"; missing: {missing}"
-                if extra:
-                    msg += f"; unexpected: {extra}"
-                if not missing and not extra:
-                    msg += f"; expected the order {expected}, got {names}"
-                raise ValueError(msg)
-        elif frame.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {frame.shape[1]} features, but the estimator was fitted with {self.n_features_in_}"
-            )
 
     def _encode(self, frame, values):
         n = len(frame)
