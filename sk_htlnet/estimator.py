@@ -1,5 +1,6 @@
 """HTLNetRegressor: HTLNet for hybrid funnel targets as a scikit-learn estimator (DESIGN.md)."""
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -165,6 +166,11 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         two fits bit-identical on CPU.  The global torch seed is not touched.
     device : str, default="cpu"
         Torch device, e.g. "cuda".
+    n_threads : int or None, default=None
+        Number of CPU threads torch may use during ``fit`` and ``predict`` (restored afterwards);
+        None leaves torch's setting (by default, one per core).  Set ``n_threads=1`` when a search
+        runs several fits at once (``GridSearchCV(..., n_jobs=2)``) so the processes do not
+        oversubscribe the cores.
     verbose : int, default=0
         0 is silent; 1 prints skorch's per-epoch table.
     warm_start : bool, default=False
@@ -229,6 +235,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "random_state": ["random_state"],
         "device": [str, torch.device],
+        "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
         "callbacks": [list, None],
@@ -263,6 +270,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         tol=1e-4,
         random_state=None,
         device="cpu",
+        n_threads=None,
         verbose=0,
         warm_start=False,
         callbacks=None,
@@ -293,6 +301,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.tol = tol
         self.random_state = random_state
         self.device = device
+        self.n_threads = n_threads
         self.verbose = verbose
         self.warm_start = warm_start
         self.callbacks = callbacks
@@ -428,6 +437,19 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             net.set_params(**self.net_kwargs)
         return net
 
+    @contextlib.contextmanager
+    def _threads(self):
+        """Limit torch's intra-op threads to ``n_threads`` for the duration of a call."""
+        if self.n_threads is None:
+            yield
+            return
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.n_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
     def _sink(self, msg):
         if self.verbose:
             print(msg)
@@ -454,6 +476,10 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             If X and y differ in length, a stage holds values other than 0/1/NaN or a single class,
             the core target is infinite or never observed, or a parameter is invalid.
         """
+        with self._threads():
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
         if y is None:
             raise ValueError("HTLNetRegressor requires y to be passed, but the target y is None")
         warm = self.warm_start and hasattr(self, "net_")
@@ -529,7 +555,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         inputs = self._encoder.transform(self._validate_X(X, reset=False))
         dataset = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"])
-        raw = self._forward(dataset)
+        with self._threads():
+            raw = self._forward(dataset)
         k = self.n_stages_
         pred = np.empty_like(raw)
         pred[:, :k] = 1.0 / (1.0 + np.exp(-raw[:, :k]))
