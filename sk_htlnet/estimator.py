@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_c
 from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 from skorch.callbacks import EarlyStopping
 
 from .gradient import get_strategy
@@ -58,14 +58,35 @@ class _CoreTransform:
             return self.smearing * np.exp(z) - 1.0
         return z * self.std + self.mean
 
-    def fit_smearing(self, z_true, z_pred):
+    def fit_smearing(self, z_true, z_pred, sample_weight=None):
         if self.kind == "log1p":
-            ok = ~np.isnan(z_true)
-            self.smearing = float(np.mean(np.exp(z_true[ok] - z_pred[ok]))) if ok.any() else 1.0
+            smearing = _weighted_nanmean(np.exp(z_true - z_pred), sample_weight)
+            self.smearing = smearing if np.isfinite(smearing) else 1.0
 
 
-def _target_frame(y):
-    """Parse y into (float64 array (n, T), names, was_1d)."""
+def _weighted_nanmean(values, sample_weight=None):
+    """Mean of the non-NaN values, weighted if weights are given (float)."""
+    ok = ~np.isnan(values)
+    w = None if sample_weight is None else sample_weight[ok]
+    if not ok.any() or (w is not None and w.sum() == 0):
+        return float("nan")
+    return float(np.average(values[ok], weights=w))
+
+
+def _target_frame(y, n_rows=None):
+    """Parse y into (float64 array (n, T), names, was_1d).
+
+    A list or tuple of 1-D columns (arrays or Series, each of length ``n_rows``) is read as columns
+    when its length differs from ``n_rows``; otherwise a list is read as rows, as in scikit-learn.
+    """
+    if (
+        isinstance(y, (list, tuple)) and n_rows is not None and len(y) != n_rows and len(y) > 0
+        and all(np.ndim(c) == 1 and len(c) == n_rows for c in y)
+    ):
+        names = [getattr(c, "name", None) for c in y]
+        if any(name is None for name in names):
+            names = [f"stage_{i + 1}" for i in range(len(y) - 1)] + ["core"]
+        y = pd.DataFrame({str(name): np.asarray(c) for name, c in zip(names, y)})
     frame_like = isinstance(y, (pd.DataFrame, pd.Series))
     if (frame_like and any(np.iscomplexobj(np.asarray(c)) for _, c in pd.DataFrame(y).items())) or (
         not frame_like and np.iscomplexobj(np.asarray(y))
@@ -331,7 +352,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return X
 
     def _check_targets(self, y, n_rows):
-        values, names, was_1d = _target_frame(y)
+        values, names, was_1d = _target_frame(y, n_rows)
         if values.shape[0] != n_rows:
             raise ValueError(f"X and y have different numbers of rows: {n_rows} and {values.shape[0]}")
         if values.shape[1] == 0:
@@ -382,14 +403,17 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return tags
 
     # ---- fit --------------------------------------------------------------------------------------
-    def _build_net(self, n_rows, y_transformed, seed):
+    def _build_net(self, n_rows, y_transformed, seed, sample_weight=None, early=True):
         units, weights = self._check_sizes()
         k = self.n_stages_
-        rates = np.nanmean(y_transformed[:, :k], axis=0) if k else np.zeros(0)
-        rates = np.clip(rates, _EPS_RATE, 1 - _EPS_RATE)
+        means = [_weighted_nanmean(y_transformed[:, j], sample_weight) for j in range(k + 1)]
+        rates = np.clip(np.asarray(means[:k]), _EPS_RATE, 1 - _EPS_RATE)
         core = y_transformed[:, k]
-        core_var = float(np.nanvar(core)) or 1.0
-        early = self.early_stopping if self.early_stopping != "auto" else n_rows > 10_000
+        core_var = _weighted_nanmean((core - means[k]) ** 2, sample_weight) or 1.0
+        if self.early_stopping == "auto":
+            early = early and n_rows > 10_000
+        else:
+            early = early and self.early_stopping
         callbacks = []
         if early:
             callbacks.append(
@@ -413,7 +437,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             module__tau=self.tau,
             module__dropout=self.dropout,
             module__stage_logit_priors=np.log(rates / (1 - rates)).tolist(),
-            module__core_prior=float(np.nanmean(core)),
+            module__core_prior=means[k],
             criterion=HybridLoss,
             criterion__n_stages=k,
             criterion__core_scale=core_var,
@@ -455,7 +479,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             print(msg)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the model on features X and hybrid targets y.
 
         Parameters
@@ -465,6 +489,10 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         y : array-like or DataFrame of shape (n_samples, k + 1), or (n_samples,)
             k binary stages in funnel order (0, 1, or NaN for a missing label), then the continuous
             core target (NaN = missing).  A 1-D y is plain regression (k = 0).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative row weights: every task's loss is a weighted mean over its observed labels
+            (weights of 1 give the same model as no weights).  Also weights the head priors, the
+            validation loss and the smearing factor.
 
         Returns
         -------
@@ -477,26 +505,29 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             the core target is infinite or never observed, or a parameter is invalid.
         """
         with self._threads():
-            return self._fit(X, y)
+            return self._fit(X, y, sample_weight)
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, sample_weight=None, incremental=False):
         if y is None:
             raise ValueError("HTLNetRegressor requires y to be passed, but the target y is None")
-        warm = self.warm_start and hasattr(self, "net_")
-        X = self._validate_X(X, reset=not warm)
-        if not warm:
-            encoder = FeatureEncoder(self.categorical_features)
-            inputs = encoder.fit_transform(X)
-        else:
+        fitted = hasattr(self, "net_")
+        keep = fitted and (self.warm_start or incremental)
+        X = self._validate_X(X, reset=not keep)
+        if keep:
             encoder = self._encoder
             inputs = encoder.transform(X)
+        else:
+            encoder = FeatureEncoder(self.categorical_features)
+            inputs = encoder.fit_transform(X)
         n_rows = inputs["cat"].shape[0]
         values, names, was_1d = self._check_targets(y, n_rows)
-        if warm and names != self.target_names_:
-            raise ValueError(f"warm_start fit got targets {names}, but the model was fitted on {self.target_names_}")
+        if keep and names != self.target_names_:
+            raise ValueError(f"y has targets {names}, but the model was fitted on {self.target_names_}")
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
         y_model = values.copy()
         k = values.shape[1] - 1
-        if not warm:
+        if not keep:
             self._encoder = encoder
             self.target_names_ = names
             self.n_stages_ = k
@@ -507,18 +538,61 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self.target_transform_ = transform
             self._core_transform = _CoreTransform(transform).fit(values[:, k])
         y_model[:, k] = self._core_transform.forward(values[:, k])  # the scale the loss sees
-        dataset = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"], y_model.astype(np.float32))
-        if warm:
+        dataset = FunnelDataset(
+            inputs["cat"], inputs["num"], inputs["num_missing"], y_model.astype(np.float32), sample_weight
+        )
+        if not keep:
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            self.net_ = self._build_net(n_rows, y_model, seed, sample_weight, early=not incremental)
+        if incremental:
+            self.net_.partial_fit(dataset, None, epochs=1)
+        elif keep:
             self.net_.partial_fit(dataset, None)
         else:
-            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-            self.net_ = self._build_net(n_rows, y_model, seed)
             self.net_.fit(dataset, None)
         self.history_ = self.net_.history
         self.n_iter_ = len(self.history_)
         raw = self._forward(dataset)
-        self._core_transform.fit_smearing(y_model[:, k], raw[:, k])
+        self._core_transform.fit_smearing(y_model[:, k], raw[:, k], sample_weight)
         return self
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """Train for one epoch on (X, y), starting from the current weights if fitted.
+
+        The first call fixes the feature encoding (vocabularies, scalers) and the targets; later
+        calls must use the same columns and targets, and categories unseen in the first call map to
+        the out-of-vocabulary row.  No validation split or early stopping is used (as in
+        scikit-learn's ``MLPRegressor.partial_fit``); a net built by ``fit`` with early stopping
+        keeps its callback but it is not consulted here.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        self : HTLNetRegressor
+        """
+        if not hasattr(self, "net_"):
+            self._validate_params()
+        with self._threads(), self._incremental():
+            return self._fit(X, y, sample_weight, incremental=True)
+
+    @contextlib.contextmanager
+    def _incremental(self):
+        """Run the fitted net without its validation split and early stopping for one call."""
+        net = getattr(self, "net_", None)
+        if net is None:
+            yield
+            return
+        saved = net.train_split, net.callbacks_
+        net.train_split = None
+        net.callbacks_ = [(name, cb) for name, cb in saved[1] if not isinstance(cb, EarlyStopping)]
+        try:
+            yield
+        finally:
+            net.train_split, net.callbacks_ = saved
 
     def _core_targets(self, y):
         """y as float64 (n, k + 1) with the core column on the transformed scale the loss uses."""
@@ -562,6 +636,23 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         pred[:, :k] = 1.0 / (1.0 + np.exp(-raw[:, :k]))
         pred[:, k] = self._core_transform.inverse(raw[:, k])
         return pred[:, 0] if self._y_1d else pred
+
+    def predict_frame(self, X):
+        """Predict every head as a DataFrame named after the targets.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        pandas.DataFrame of shape (n_samples, k + 1), float64
+            Columns ``target_names_`` (stage probabilities, then the core target's conditional mean
+            in its units); the index is X's when X is a DataFrame.
+        """
+        pred = self.predict(X).reshape(-1, len(self.target_names_))
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(pred, columns=self.target_names_, index=index)
 
     def score(self, X, y, sample_weight=None):
         """Mean R^2 over all targets, missing labels masked.

@@ -27,19 +27,24 @@ class FunnelDataset(torch.utils.data.Dataset):
     num : float32 array-like (n, n_numeric), missing values set to 0
     num_missing : bool array-like (n, n_numeric)
     y : float32 array-like (n, n_tasks), NaN for a missing label, optional
+    sample_weight : float32 array-like (n,), optional
+        Per-row loss weights; batches then carry them under the key ``"sample_weight"``.
     """
 
-    def __init__(self, cat, num, num_missing, y=None):
+    def __init__(self, cat, num, num_missing, y=None, sample_weight=None):
         self.cat = torch.as_tensor(cat, dtype=torch.long)
         self.num = torch.as_tensor(num, dtype=torch.float32)
         self.num_missing = torch.as_tensor(num_missing, dtype=torch.bool)
         self.y = None if y is None else torch.as_tensor(y, dtype=torch.float32)
+        self.sample_weight = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
 
     def __len__(self):
         return self.cat.shape[0]
 
     def _slice(self, idx):
         x = {"cat": self.cat[idx], "num": self.num[idx], "num_missing": self.num_missing[idx]}
+        if self.sample_weight is not None:
+            x["sample_weight"] = self.sample_weight[idx]
         y = None if self.y is None else self.y[idx]
         return x, y
 
@@ -50,7 +55,8 @@ class FunnelDataset(torch.utils.data.Dataset):
     def subset(self, idx):
         """A new dataset holding the rows ``idx`` (one copy, made once)."""
         idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-        return FunnelDataset(*self._slice(idx)[0].values(), None if self.y is None else self.y[idx])
+        x, y = self._slice(idx)
+        return FunnelDataset(x["cat"], x["num"], x["num_missing"], y, x.get("sample_weight"))
 
 
 class BatchIterator:
@@ -128,9 +134,10 @@ class HybridLoss(nn.Module):
 
     Notes
     -----
-    ``forward(y_pred, y_true)`` takes float32 (batch, k + 1) stage logits and core prediction, and
-    float32 (batch, k + 1) labels with NaN for missing; returns float32 (k + 1,) per-task mean losses
-    over the observed labels.  A task with no observed label in the batch gets loss 0 and no gradient.
+    ``forward(y_pred, y_true, sample_weight=None)`` takes float32 (batch, k + 1) stage logits and core
+    prediction, float32 (batch, k + 1) labels with NaN for missing, and optional float32 (batch,)
+    row weights; returns float32 (k + 1,) per-task (weighted) mean losses over the observed labels.
+    A task with no observed label in the batch gets loss 0 and no gradient.
     """
 
     def __init__(self, n_stages, core_scale=1.0, task_weights=None):
@@ -143,7 +150,7 @@ class HybridLoss(nn.Module):
         monitor[-1] = 1.0 / self.core_scale
         self.register_buffer("monitor_weights", monitor)
 
-    def forward(self, y_pred, y_true):
+    def forward(self, y_pred, y_true, sample_weight=None):
         observed = ~torch.isnan(y_true)
         target = torch.where(observed, y_true, torch.zeros_like(y_true))
         k = self.n_stages
@@ -155,6 +162,8 @@ class HybridLoss(nn.Module):
             dim=1,
         )
         mask = observed.to(per_row.dtype)
+        if sample_weight is not None:
+            mask = mask * sample_weight.unsqueeze(1)
         return (per_row * mask).sum(0) / mask.sum(0).clamp_min(1.0)
 
 
@@ -226,17 +235,20 @@ class HybridNet(NeuralNet):
 
     # ---- forward and losses ---------------------------------------------------------------------
     def infer(self, x, **fit_params):
-        x = to_tensor(x, device=self.device)
+        x = {k: v for k, v in to_tensor(x, device=self.device).items() if k != "sample_weight"}
         generator = self.noise_generator_ if self.module_.training else None
         return self.module_(**x, generator=generator, **fit_params)
 
-    def get_task_losses(self, y_pred, y_true):
-        """Per-task losses, float32 (k + 1,), from the criterion."""
-        return self.criterion_(y_pred, to_tensor(y_true, device=self.device))
+    def get_task_losses(self, y_pred, y_true, X=None):
+        """Per-task losses, float32 (k + 1,), from the criterion (row weights from ``X`` if any)."""
+        weight = None
+        if isinstance(X, dict) and "sample_weight" in X:
+            weight = to_tensor(X["sample_weight"], device=self.device)
+        return self.criterion_(y_pred, to_tensor(y_true, device=self.device), weight)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         """Monitored total loss (see class Notes)."""
-        return (self.get_task_losses(y_pred, y_true) * self.criterion_.monitor_weights).sum()
+        return (self.get_task_losses(y_pred, y_true, X) * self.criterion_.monitor_weights).sum()
 
     def _record(self, prefix, task_losses):
         values = task_losses.detach().cpu().tolist()
@@ -253,7 +265,7 @@ class HybridNet(NeuralNet):
         weights = self.criterion_.task_weights
         if strategy is None or not strategy.needs_task_gradients:
             y_pred = self.infer(Xi, **fit_params)
-            task_losses = self.get_task_losses(y_pred, yi)
+            task_losses = self.get_task_losses(y_pred, yi, Xi)
             (task_losses * weights).sum().backward()
         else:
             y_pred, task_losses = self._adjusted_backward(Xi, yi, strategy, weights)
@@ -261,11 +273,11 @@ class HybridNet(NeuralNet):
 
     def _adjusted_backward(self, Xi, yi, strategy, weights):
         """One backward pass per task on the towers; the shared gradient goes through ``strategy``."""
-        x = to_tensor(Xi, device=self.device)
+        x = {k: v for k, v in to_tensor(Xi, device=self.device).items() if k != "sample_weight"}
         module = self.module_
         e = module.embed(**x).detach().requires_grad_()
         y_pred = module.forward_from_embedding(e, generator=self.noise_generator_)
-        task_losses = self.get_task_losses(y_pred, yi)
+        task_losses = self.get_task_losses(y_pred, yi, Xi)
         weighted = task_losses * weights
         n_tasks = weighted.shape[0]
         grads = []
@@ -282,5 +294,5 @@ class HybridNet(NeuralNet):
         Xi, yi = batch
         with torch.no_grad():
             y_pred = self.infer(Xi, **fit_params)
-            task_losses = self.get_task_losses(y_pred, yi)
+            task_losses = self.get_task_losses(y_pred, yi, Xi)
         return {"loss": self._record("valid", task_losses), "y_pred": y_pred}
