@@ -2,6 +2,7 @@
 
 import contextlib
 import numbers
+import os
 
 import numpy as np
 import pandas as pd
@@ -11,11 +12,11 @@ from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
-from skorch.callbacks import EarlyStopping
+from skorch.callbacks import Checkpoint, EarlyStopping, LoadInitState
 
 from .gradient import get_strategy
 from .modules import HTLNet
-from .net import FunnelDataset, FunnelValidSplit, HybridLoss, HybridNet
+from .net import FunnelDataset, FunnelValidSplit, HybridLoss, HybridNet, TrainingDivergedError
 from .preprocessing import FeatureEncoder
 
 _EPS_RATE = 1e-4
@@ -162,6 +163,11 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "log1p", via Duan's smearing estimate).
     task_weights : array-like of shape (k + 1,), default=None
         Static weights of the task losses in the optimised sum; None means all 1.
+    stage_pos_weight : float or array-like of shape (k,), default=None
+        Weight of the positive class in each stage's log loss (one value for all stages, or one
+        per stage); None means 1.  Values above 1 make a rare stage's positives count more, at the
+        price of calibration: the predicted probabilities then estimate the odds multiplied by the
+        weight, not P(stage = 1 | x).
     dropout : float, default=0.0
         Dropout after each tower layer.
     learning_rate : float, default=1e-3
@@ -196,6 +202,12 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         0 is silent; 1 prints skorch's per-epoch table.
     warm_start : bool, default=False
         Continue training the fitted net on the next ``fit`` instead of starting afresh.
+    checkpoint_dir : str or path-like, default=None
+        If set, the net's weights, optimiser state and history are written to this folder after
+        every epoch (skorch's ``Checkpoint``), and a later ``fit`` with the same data and
+        parameters resumes from them and runs the remaining ``max_iter`` epochs (skorch's
+        ``LoadInitState``).  None writes nothing.  The resumed fit is not bit-identical to an
+        uninterrupted one (the shuffle and Gumbel generators restart).
     callbacks : list of skorch callbacks or (name, callback) tuples, default=None
         Extra callbacks for the skorch net.
     net_kwargs : dict, default=None
@@ -245,6 +257,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "clip_ratio": [Interval(numbers.Real, 1, None, closed="left")],
         "target_transform": [StrOptions({"auto", "none", "standardize", "log1p"})],
         "task_weights": ["array-like", None],
+        "stage_pos_weight": [Interval(numbers.Real, 0, None, closed="neither"), "array-like", None],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
@@ -259,6 +272,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
+        "checkpoint_dir": [str, os.PathLike, None],
         "callbacks": [list, None],
         "net_kwargs": [dict, None],
     }
@@ -280,6 +294,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         clip_ratio=10.0,
         target_transform="auto",
         task_weights=None,
+        stage_pos_weight=None,
         dropout=0.0,
         learning_rate=1e-3,
         weight_decay=0.0,
@@ -294,6 +309,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         n_threads=None,
         verbose=0,
         warm_start=False,
+        checkpoint_dir=None,
         callbacks=None,
         net_kwargs=None,
     ):
@@ -311,6 +327,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.clip_ratio = clip_ratio
         self.target_transform = target_transform
         self.task_weights = task_weights
+        self.stage_pos_weight = stage_pos_weight
         self.dropout = dropout
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
@@ -325,6 +342,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.n_threads = n_threads
         self.verbose = verbose
         self.warm_start = warm_start
+        self.checkpoint_dir = checkpoint_dir
         self.callbacks = callbacks
         self.net_kwargs = net_kwargs
 
@@ -391,7 +409,16 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     f"task_weights must hold {self.n_stages_ + 1} finite non-negative numbers "
                     f"(one per target {self.target_names_}), got {self.task_weights!r}"
                 )
-        return units, weights
+        pos = None
+        if self.stage_pos_weight is not None:
+            pos = np.broadcast_to(np.asarray(self.stage_pos_weight, dtype=np.float64), (self.n_stages_,)) \
+                if np.ndim(self.stage_pos_weight) == 0 else np.asarray(self.stage_pos_weight, dtype=np.float64)
+            if pos.shape != (self.n_stages_,) or not np.all(np.isfinite(pos)) or (pos <= 0).any():
+                raise ValueError(
+                    f"stage_pos_weight must be a positive number or {self.n_stages_} positive numbers "
+                    f"(one per stage {self.target_names_[:-1]}), got {self.stage_pos_weight!r}"
+                )
+        return units, weights, pos
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -403,17 +430,41 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return tags
 
     # ---- fit --------------------------------------------------------------------------------------
-    def _build_net(self, n_rows, y_transformed, seed, sample_weight=None, early=True):
-        units, weights = self._check_sizes()
+    def _net_spec(self, y_transformed, sample_weight=None):
+        """Module and criterion settings derived from the data (plain Python values, JSON-able)."""
+        units, weights, pos = self._check_sizes()
         k = self.n_stages_
         means = [_weighted_nanmean(y_transformed[:, j], sample_weight) for j in range(k + 1)]
         rates = np.clip(np.asarray(means[:k]), _EPS_RATE, 1 - _EPS_RATE)
+        # with a positive-class weight w the loss is minimised by log(w p / (1 - p))
+        priors = np.log(rates / (1 - rates)) + (np.log(pos) if pos is not None else 0.0)
         core = y_transformed[:, k]
         core_var = _weighted_nanmean((core - means[k]) ** 2, sample_weight) or 1.0
-        if self.early_stopping == "auto":
-            early = early and n_rows > 10_000
-        else:
-            early = early and self.early_stopping
+        module = dict(
+            cardinalities=[int(c) for c in self._encoder.cardinalities_],
+            n_numeric=len(self._encoder.mean_),
+            n_stages=k,
+            embedding_dim=int(self.embedding_dim),
+            tower_units=list(units),
+            label_embedding_dim=int(self.label_embedding_dim),
+            fusion_dim=int(self.fusion_dim),
+            fusion=self.fusion,
+            label_sampling=self.label_sampling,
+            tau=float(self.tau),
+            dropout=float(self.dropout),
+            stage_logit_priors=[float(v) for v in np.atleast_1d(priors)] if k else [],
+            core_prior=float(means[k]),
+        )
+        criterion = dict(
+            n_stages=k,
+            core_scale=float(core_var),
+            task_weights=None if weights is None else weights.tolist(),
+            pos_weight=None if pos is None else pos.tolist(),
+        )
+        return {"module": module, "criterion": criterion}
+
+    def _make_net(self, spec, seed, early):
+        """The skorch net for a spec from :meth:`_net_spec` (not yet initialised)."""
         callbacks = []
         if early:
             callbacks.append(
@@ -422,26 +473,20 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     threshold_mode="abs", load_best=True, sink=self._sink,
                 ))
             )
+        if self.checkpoint_dir is not None:
+            checkpoint = Checkpoint(
+                dirname=str(self.checkpoint_dir), monitor=None, f_params="params.pt",
+                f_optimizer="optimizer.pt", f_criterion=None, f_history="history.json", f_pickle=None,
+                sink=self._sink,
+            )
+            callbacks += [("checkpoint", checkpoint), ("resume", LoadInitState(checkpoint))]
         callbacks += list(self.callbacks or [])
+        k = spec["module"]["n_stages"]
         net = HybridNet(
             HTLNet,
-            module__cardinalities=self._encoder.cardinalities_,
-            module__n_numeric=len(self._encoder.mean_),
-            module__n_stages=k,
-            module__embedding_dim=self.embedding_dim,
-            module__tower_units=units,
-            module__label_embedding_dim=self.label_embedding_dim,
-            module__fusion_dim=self.fusion_dim,
-            module__fusion=self.fusion,
-            module__label_sampling=self.label_sampling,
-            module__tau=self.tau,
-            module__dropout=self.dropout,
-            module__stage_logit_priors=np.log(rates / (1 - rates)).tolist(),
-            module__core_prior=means[k],
+            **{f"module__{key}": value for key, value in spec["module"].items()},
             criterion=HybridLoss,
-            criterion__n_stages=k,
-            criterion__core_scale=core_var,
-            criterion__task_weights=weights,
+            **{f"criterion__{key}": value for key, value in spec["criterion"].items()},
             optimizer=torch.optim.Adam,
             optimizer__weight_decay=self.weight_decay,
             lr=self.learning_rate,
@@ -528,6 +573,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         y_model = values.copy()
         k = values.shape[1] - 1
         if not keep:
+            if fitted:  # a failed refit must not leave the old net beside the new encoding
+                del self.net_
             self._encoder = encoder
             self.target_names_ = names
             self.n_stages_ = k
@@ -541,15 +588,20 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         dataset = FunnelDataset(
             inputs["cat"], inputs["num"], inputs["num_missing"], y_model.astype(np.float32), sample_weight
         )
-        if not keep:
-            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-            self.net_ = self._build_net(n_rows, y_model, seed, sample_weight, early=not incremental)
-        if incremental:
-            self.net_.partial_fit(dataset, None, epochs=1)
-        elif keep:
-            self.net_.partial_fit(dataset, None)
+        if keep:
+            net = self.net_
         else:
-            self.net_.fit(dataset, None)
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            self._net_spec_ = self._net_spec(y_model, sample_weight)
+            early = self.early_stopping if self.early_stopping != "auto" else n_rows > 10_000
+            net = self._make_net(self._net_spec_, seed, early=early and not incremental)
+        if incremental:
+            net.partial_fit(dataset, None, epochs=1)
+        elif keep:
+            net.partial_fit(dataset, None, epochs=self.max_iter)
+        else:
+            net.fit(dataset, None)  # raises TrainingDivergedError before self.net_ is set
+        self.net_ = net
         self.history_ = self.net_.history
         self.n_iter_ = len(self.history_)
         raw = self._forward(dataset)
@@ -625,6 +677,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             If called before ``fit``.
         ValueError
             If X's columns differ from those seen in ``fit``.
+        FloatingPointError
+            If a prediction is not finite (extreme inputs); predictions are never NaN silently.
         """
         check_is_fitted(self, "net_")
         inputs = self._encoder.transform(self._validate_X(X, reset=False))
@@ -635,6 +689,13 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         pred = np.empty_like(raw)
         pred[:, :k] = 1.0 / (1.0 + np.exp(-raw[:, :k]))
         pred[:, k] = self._core_transform.inverse(raw[:, k])
+        bad = ~np.isfinite(pred).all(axis=1)
+        if bad.any():
+            raise FloatingPointError(
+                f"{int(bad.sum())} of {len(pred)} rows got a non-finite prediction (first: row "
+                f"{int(np.argmax(bad))}); check them for extreme numeric values far outside the "
+                "training range"
+            )
         return pred[:, 0] if self._y_1d else pred
 
     def predict_frame(self, X):

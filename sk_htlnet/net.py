@@ -18,6 +18,10 @@ from torch.nn import functional as F
 INPUT_KEYS = ("cat", "num", "num_missing")
 
 
+class TrainingDivergedError(FloatingPointError):
+    """Raised when a task's training loss becomes NaN or infinite during ``fit``."""
+
+
 class FunnelDataset(torch.utils.data.Dataset):
     """Tensors of an encoded funnel data set, built once and sliced per batch.
 
@@ -131,6 +135,8 @@ class HybridLoss(nn.Module):
         divides the core MSE by it so that no task dominates by its units (DESIGN.md).
     task_weights : sequence of float, optional
         Static weight of each task in the optimised loss (default all 1).
+    pos_weight : sequence of float, optional
+        Weight of the positive class in each stage's BCE (``torch`` ``pos_weight``); default all 1.
 
     Notes
     -----
@@ -140,8 +146,10 @@ class HybridLoss(nn.Module):
     A task with no observed label in the batch gets loss 0 and no gradient.
     """
 
-    def __init__(self, n_stages, core_scale=1.0, task_weights=None):
+    def __init__(self, n_stages, core_scale=1.0, task_weights=None, pos_weight=None):
         super().__init__()
+        pos = torch.ones(int(n_stages)) if pos_weight is None else pos_weight
+        self.register_buffer("pos_weight", torch.as_tensor(pos, dtype=torch.float32))
         self.n_stages = int(n_stages)
         self.core_scale = float(core_scale)
         weights = torch.ones(self.n_stages + 1) if task_weights is None else task_weights
@@ -156,7 +164,9 @@ class HybridLoss(nn.Module):
         k = self.n_stages
         per_row = torch.cat(
             [
-                F.binary_cross_entropy_with_logits(y_pred[:, :k], target[:, :k], reduction="none"),
+                F.binary_cross_entropy_with_logits(
+                    y_pred[:, :k], target[:, :k], pos_weight=self.pos_weight, reduction="none"
+                ),
                 (y_pred[:, k:] - target[:, k:]) ** 2,
             ],
             dim=1,
@@ -227,6 +237,13 @@ class HybridNet(NeuralNet):
         self.noise_generator_ = torch.Generator(device=self.device).manual_seed(noise_seed)
         return self
 
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        """skorch's loop; without ``epochs``, runs the epochs left to reach ``max_epochs`` (a fit
+        resumed from a checkpoint has a history already)."""
+        if epochs is None:
+            epochs = max(self.max_epochs - len(self.history), 0)
+        return super().fit_loop(X, y, epochs=epochs, **fit_params)
+
     def get_iterator(self, dataset, training=False):
         if isinstance(dataset, FunnelDataset):
             generator = self.shuffle_generator_ if training else None
@@ -269,7 +286,19 @@ class HybridNet(NeuralNet):
             (task_losses * weights).sum().backward()
         else:
             y_pred, task_losses = self._adjusted_backward(Xi, yi, strategy, weights)
+        self._check_finite(task_losses)
         return {"loss": self._record("train", task_losses), "y_pred": y_pred}
+
+    def _check_finite(self, task_losses):
+        finite = torch.isfinite(task_losses.detach())
+        if not bool(finite.all()):
+            bad = [name for name, ok in zip(self.task_names, finite.tolist()) if not ok]
+            epoch = len(self.history)
+            raise TrainingDivergedError(
+                f"training diverged at epoch {epoch}: the loss of {bad} became NaN or infinite. "
+                "Lower learning_rate, use target_transform='log1p' or 'standardize' for a core target "
+                "with large values, or check the inputs for extreme values."
+            )
 
     def _adjusted_backward(self, Xi, yi, strategy, weights):
         """One backward pass per task on the towers; the shared gradient goes through ``strategy``."""

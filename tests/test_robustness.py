@@ -1,0 +1,296 @@
+"""Messy real-world input: clear errors, missing labels, rare stages, categories, scale, divergence,
+interruption, checkpoints and the safe model file (issue: fail clearly, train stably)."""
+
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import roc_auc_score
+from skorch.callbacks import Callback
+
+from sk_htlnet import HTLNetRegressor, TrainingDivergedError
+from sk_htlnet.datasets import load_hillstrom, make_funnel
+from sk_htlnet.io import ModelFileError, load_model, save_model
+from sk_htlnet.metrics import normalized_gini
+from sk_htlnet.net import FunnelDataset
+from sk_htlnet.preprocessing import MISSING_ID, OOV_ID, FeatureEncoder
+
+FAST = dict(embedding_dim=4, tower_units=(16, 8), label_embedding_dim=4, fusion_dim=8, batch_size=256,
+            max_iter=2, random_state=0, n_threads=1)
+
+
+@pytest.fixture(scope="module")
+def funnel():
+    return make_funnel(1500, n_stages=2, n_categorical=2, n_numeric=3, stage_rates=0.5, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(funnel):
+    X, Y = funnel
+    return HTLNetRegressor(**FAST).fit(X, Y)
+
+
+# ---- validation with clear errors -------------------------------------------------------------------
+@pytest.mark.parametrize("mutate, match", [
+    (lambda X, Y: (X, Y.iloc[:-1]), "different numbers of rows: 1500 and 1499"),
+    (lambda X, Y: (X, Y.assign(stage_1=Y["stage_1"] * 2)), "stage column 'stage_1' must hold 0, 1 or NaN"),
+    (lambda X, Y: (X, Y.assign(stage_2=0)), "stage column 'stage_2' has a single class"),
+    (lambda X, Y: (X, Y.assign(core=np.where(np.arange(len(Y)) == 3, np.inf, Y["core"]))),
+     "core target column 'core' contains infinite values"),
+    (lambda X, Y: (X.iloc[:0], Y.iloc[:0]), "0 sample"),
+    (lambda X, Y: (X.iloc[:, :0], Y), "0 feature"),
+    (lambda X, Y: (X.assign(num_0=np.where(np.arange(len(X)) == 0, np.inf, X["num_0"])), Y),
+     r"numeric column\(s\) \['num_0'\] contain infinite values"),
+    (lambda X, Y: (X, Y.assign(core="a")), "y must hold numeric values"),
+    (lambda X, Y: (X, None), "requires y to be passed"),
+])
+def test_bad_fit_input_gets_a_clear_error(funnel, mutate, match):
+    X, Y = mutate(*funnel)
+    with pytest.raises(ValueError, match=match):
+        HTLNetRegressor(**FAST).fit(X, Y)
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda X: X.drop(columns="num_1"), "num_1"),
+    (lambda X: X.rename(columns={"cat_0": "segment"}), "segment"),
+    (lambda X: X[list(X.columns[::-1])], "same order"),
+    (lambda X: X.to_numpy()[:, :3], "3 features"),
+])
+def test_wrong_columns_at_predict_are_named(funnel, fitted, mutate, match):
+    X, _ = funnel
+    with pytest.raises(ValueError, match=match):
+        fitted.predict(mutate(X))
+
+
+@pytest.mark.parametrize("params, name", [
+    ({"learning_rate": -1.0}, "learning_rate"), ({"tower_units": ()}, "tower_units"),
+    ({"relax_factor": 2.0}, "relax_factor"), ({"target_transform": "foo"}, "target_transform"),
+    ({"clip_ratio": 0.5}, "clip_ratio"), ({"task_weights": [1, 1]}, "task_weights"),
+    ({"stage_pos_weight": [1.0, -2.0]}, "stage_pos_weight"), ({"batch_size": 0}, "batch_size"),
+])
+def test_invalid_hyper_parameters_name_the_parameter(funnel, params, name):
+    X, Y = funnel
+    with pytest.raises(ValueError, match=name):
+        HTLNetRegressor(**{**FAST, **params}).fit(X, Y)
+
+
+def test_predict_before_fit():
+    with pytest.raises(NotFittedError):
+        HTLNetRegressor().predict(np.zeros((2, 2)))
+
+
+def test_missing_numeric_values_are_supported_like_histgradientboosting(funnel):
+    X, Y = funnel
+    X = X.copy()
+    X.loc[X.index % 5 == 0, "num_0"] = np.nan
+    X["num_all_missing"] = np.nan
+    est = HTLNetRegressor(**FAST).fit(X, Y)
+    pred = est.predict(X)
+    assert np.isfinite(pred).all()
+    enc = est._encoder.transform(X)
+    assert enc["num_missing"][:, 0].sum() == (X.index % 5 == 0).sum()
+    # a missing value is embedded by its own learned vector, not imputed to a number
+    assert not np.array_equal(est.predict(X.iloc[:5]), est.predict(X.iloc[:5].assign(num_0=0.0)))
+
+
+# ---- missing labels --------------------------------------------------------------------------------
+def test_core_policy_for_rows_that_did_not_pass_the_upstream_stage(funnel):
+    """Entire space: a row whose last stage is 0 keeps its observed core value (0: no spend without a
+    conversion) and teaches the core head to predict little for such rows; a NaN there instead
+    removes the row from the core loss, and the core then estimates the amount among converters."""
+    X, Y = funnel
+    est = HTLNetRegressor(**{**FAST, "max_iter": 15, "learning_rate": 3e-3}).fit(X, Y)
+    conditional = HTLNetRegressor(**{**FAST, "max_iter": 15, "learning_rate": 3e-3}).fit(
+        X, Y.assign(core=Y["core"].where(Y["stage_2"] == 1))
+    )
+    passed = Y["stage_2"] == 1
+    entire, among = est.predict(X)[:, -1], conditional.predict(X)[:, -1]
+    assert entire.mean() < 0.6 * among.mean()  # 50% of rows with stage 2 = 1 pass the last stage
+    assert among[passed].mean() == pytest.approx(Y["core"][passed].mean(), rel=0.5)
+
+
+# ---- rare stages -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hillstrom_sample():
+    X, Y = load_hillstrom()
+    return X.iloc[:30_000], Y.iloc[:30_000], X.iloc[30_000:40_000], Y.iloc[30_000:40_000]
+
+
+def test_rare_stage_head_does_not_collapse_to_the_base_rate(hillstrom_sample):
+    """Hillstrom's conversion has 0.9% positives. A collapsed head predicts the base rate for every
+    row (AUC 0.5, a 90/10 percentile ratio of 1); ours must rank conversions and spread its
+    predictions."""
+    X, Y, Xt, Yt = hillstrom_sample
+    est = HTLNetRegressor(max_iter=4, random_state=0, n_threads=1).fit(X, Y)
+    p = est.predict(Xt)[:, 1]
+    assert roc_auc_score(Yt["conversion"], p) > 0.58
+    assert np.percentile(p, 90) / np.percentile(p, 10) > 1.5
+
+
+def test_stage_pos_weight_raises_the_predicted_odds(funnel):
+    X, Y = funnel
+    base = HTLNetRegressor(**FAST).fit(X, Y).predict(X)
+    weighted = HTLNetRegressor(**FAST, stage_pos_weight=[4.0, 1.0]).fit(X, Y).predict(X)
+    odds = lambda p: (p / (1 - p)).mean()  # noqa: E731
+    assert odds(weighted[:, 0]) > 2.5 * odds(base[:, 0])  # about 4x: the minimiser of weighted BCE
+    assert odds(weighted[:, 1]) < 2 * odds(base[:, 1])
+
+
+# ---- categories ------------------------------------------------------------------------------------
+def test_unseen_categories_map_to_the_oov_row(funnel, fitted):
+    X, _ = funnel
+    new = X.iloc[:3].copy()
+    new["cat_0"] = pd.Categorical([10_001, 10_002, 10_003])
+    ids = fitted._encoder.transform(new)["cat"][:, 0]
+    assert (ids == OOV_ID).all()
+    pred = fitted.predict(new)
+    assert np.isfinite(pred).all()
+    same = new.assign(cat_0=pd.Categorical([20_000, 20_000, 20_000]))
+    np.testing.assert_array_equal(pred, fitted.predict(same))  # every unseen value is the OOV row
+    missing = new.assign(cat_0=pd.Categorical([None, None, None], categories=[1]))
+    assert (fitted._encoder.transform(missing)["cat"][:, 0] == MISSING_ID).all()
+
+
+def test_high_cardinality_identifiers_keep_their_identity():
+    n = 1_000_000
+    ids = np.arange(2**24, 2**24 + n, dtype=np.int64)  # float32 cannot tell 2**24 from 2**24 + 1
+    X = pd.DataFrame({"user": pd.Categorical(ids), "x": np.zeros(n)})
+    enc = FeatureEncoder()
+    codes = enc.fit_transform(X)["cat"][:, 0]
+    assert enc.cardinalities_ == [n + 2]
+    assert len(np.unique(codes)) == n
+    back = np.asarray(enc.vocabularies_[0])[codes - 2]
+    np.testing.assert_array_equal(back.astype(np.int64), ids)
+    # the identity survives a fit and predict: two ids 1 apart get their own rows
+    small = pd.DataFrame({"user": pd.Categorical([2**24, 2**24 + 1] * 200), "x": np.arange(400.0)})
+    y = pd.DataFrame({"s": [0, 1] * 200, "core": [0.0, 5.0] * 200})
+    est = HTLNetRegressor(**{**FAST, "max_iter": 20, "learning_rate": 0.01}).fit(small, y)
+    p = est.predict(small.iloc[:2])
+    assert p[1, 0] - p[0, 0] > 0.3
+
+
+# ---- scale and divergence --------------------------------------------------------------------------
+@pytest.mark.parametrize("transform", ["auto", "standardize", "none"])
+def test_core_target_in_the_millions(transform):
+    X, Y = make_funnel(4000, n_stages=1, n_categorical=2, n_numeric=2, signal=1.5, stage_rates=0.5,
+                       random_state=3)
+    Y = Y.assign(core=Y["core"] * 1e5)  # amounts up to hundreds of millions (cents of a currency)
+    assert Y["core"].max() > 1e6
+    est = HTLNetRegressor(**{**FAST, "max_iter": 8, "learning_rate": 3e-3}, target_transform=transform)
+    est.fit(X.iloc[:3000], Y.iloc[:3000])
+    assert np.isfinite(est.history_[:, "train_loss"]).all()
+    pred = est.predict(X.iloc[3000:])
+    assert np.isfinite(pred).all()
+    y = Y.iloc[3000:]
+    assert roc_auc_score(y["stage_1"], pred[:, 0]) > 0.65  # every task still learns
+    assert normalized_gini(y["core"], pred[:, 1]) > 0.3
+
+
+class _PoisonWeights(Callback):
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if training and len(net.history) == 2:
+            with torch.no_grad():
+                net.module_.heads[-1].weight.fill_(float("nan"))
+
+
+def test_divergence_stops_fit_with_a_clear_error(funnel):
+    X, Y = funnel
+    est = HTLNetRegressor(**{**FAST, "max_iter": 4}, callbacks=[_PoisonWeights()])
+    with pytest.raises(TrainingDivergedError, match="diverged at epoch 2.*core"):
+        est.fit(X, Y)
+    assert not hasattr(est, "net_")  # no half-trained model is left to predict NaN
+
+
+# ---- interruption, checkpoints, safe files -----------------------------------------------------------
+class _Interrupt(Callback):
+    def __init__(self, at_epoch):
+        self.at_epoch = at_epoch
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == self.at_epoch:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_leaves_a_usable_estimator_with_the_best_weights(funnel):
+    X, Y = funnel
+    est = HTLNetRegressor(**{**FAST, "max_iter": 50, "learning_rate": 0.05}, early_stopping=True,
+                          n_iter_no_change=50, callbacks=[_Interrupt(6)]).fit(X, Y)
+    assert est.n_iter_ == 6
+    valid = est.history_[:, "valid_loss"]
+    inputs = est._encoder.transform(X)
+    data = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"], est._core_targets(Y).astype(np.float32))
+    _, valid_ds = est.net_.get_split_datasets(data)
+    total = sum(est.net_.validation_step(b)["loss"].item() * len(b[1]) for b in est.net_.get_iterator(valid_ds))
+    assert total / len(valid_ds) == pytest.approx(min(valid), rel=1e-4)
+    assert np.isfinite(est.predict(X)).all()
+
+
+def test_checkpoint_and_resume(funnel, tmp_path):
+    X, Y = funnel
+    folder = tmp_path / "ckpt"
+    kw = {**FAST, "max_iter": 6}
+    with pytest.raises(SystemExit):  # simulate a crash after 3 epochs (skorch catches only Ctrl-C)
+        HTLNetRegressor(**kw, checkpoint_dir=folder, callbacks=[_Crash(3)]).fit(X, Y)
+    assert (folder / "params.pt").exists() and len(json.loads((folder / "history.json").read_text())) == 3
+    resumed = HTLNetRegressor(**kw, checkpoint_dir=folder).fit(X, Y)
+    assert resumed.n_iter_ == 6  # 3 restored epochs + the 3 remaining
+    assert resumed.history_[0]["epoch"] == 1
+    assert np.isfinite(resumed.predict(X)).all()
+
+
+class _Crash(Callback):
+    def __init__(self, after):
+        self.after = after
+
+    def on_epoch_end(self, net, **kwargs):
+        pass
+
+    def on_epoch_begin(self, net, **kwargs):
+        if len(net.history) == self.after + 1:  # the net has just opened the next epoch's row
+            raise SystemExit("simulated crash")  # propagates like a killed process
+
+
+def test_nothing_is_written_unless_asked(funnel, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    X, Y = funnel
+    HTLNetRegressor(**FAST, early_stopping=True).fit(X, Y)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_safe_model_file_round_trip_and_tampering(funnel, fitted, tmp_path):
+    X, _ = funnel
+    path = tmp_path / "model.htlnet"
+    save_model(fitted, path)
+    loaded = load_model(path)
+    np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
+    assert loaded.get_params() == fitted.get_params() | {"tower_units": list(fitted.tower_units)}
+    # flip one byte of the weights: refused
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    weights = bytearray(members["weights.safetensors"])
+    weights[-1] ^= 0xFF
+    for name, content, match in [
+        ("weights.safetensors", bytes(weights), "altered"),
+        ("config.json", members["config.json"].replace(b'"smearing": ', b'"smearing": 1'), "altered"),
+    ]:
+        bad = tmp_path / f"bad_{name}.htlnet"
+        with zipfile.ZipFile(bad, "w") as z:
+            for n, c in members.items():
+                z.writestr(n, content if n == name else c)
+        with pytest.raises(ModelFileError, match=match):
+            load_model(bad)
+    # a pickle smuggled in as an extra member is refused before anything is read
+    smuggled = tmp_path / "smuggled.htlnet"
+    with zipfile.ZipFile(smuggled, "w") as z:
+        for n, c in members.items():
+            z.writestr(n, c)
+        z.writestr("payload.pkl", b"cos\nsystem\n(S'echo pwned'\ntR.")
+    with pytest.raises(ModelFileError, match="unexpected archive members"):
+        load_model(smuggled)
+    (tmp_path / "plain.htlnet").write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError, match="not a zip"):
+        load_model(tmp_path / "plain.htlnet")
