@@ -32,3 +32,25 @@ def test_hillstrom_demo_quick_mode(tmp_path, capsys):
     values = htl.to_numpy()
     assert np.isfinite(values[~np.isnan(values)]).all()
     assert htl.loc["visit", "AUC"] > 0.55  # visit is learnable even from 7,200 rows and 3 epochs
+
+
+def test_grid_search_quick_mode(capsys):
+    example = _load("grid_search")
+    search = example.main(["--n-rows", "4000", "--max-iter", "2"])
+    printed = capsys.readouterr().out
+    assert search.refit == "spend_gini"
+    results = search.cv_results_
+    assert len(results["params"]) == 4
+    assert {"mean_test_visit_auc", "mean_test_conversion_neg_log_loss", "mean_test_spend_neg_nrmse",
+            "mean_test_spend_spearman"} <= set(results)
+    assert search.best_index_ == int(np.nanargmax(results["mean_test_spend_gini"]))
+    assert search.best_estimator_[-1].n_threads == 1
+    assert list(search.best_estimator_[-1].target_names_) == ["visit", "conversion", "spend"]
+    # the categorical columns reached the estimator as categories, not as scaled numbers
+    assert (search.best_estimator_[0].transform(example.load_hillstrom()[0].head())
+            .select_dtypes("category").shape[1] == 4)
+    assert "Cross-validation" in printed and "relax_factor" in printed and "spend_gini" in printed
+    assert f"Best parameters: {search.best_params_}" in printed
+    assert "held-out test split" in printed
+    for name in ("visit", "conversion", "spend"):
+        assert any(line.startswith(name) for line in printed.splitlines())
