@@ -146,7 +146,7 @@ def main(argv=None):
         print(f"\n=== split seed {seed}: training HTLNet (per-epoch losses; early stopping on validation) ===")
         report, est, test, (t_htl, t_gbm) = run_seed(X, Y, seed, 0 if args.quiet else 1, args.max_iter)
         print(f"\nTest split ({len(test[0]):,} rows), seed {seed}. Fit time: HTLNet {t_htl:.0f} s "
-              f"({est.n_iter_} epochs), per-task HistGradientBoosting {t_gbm:.0f} s")
+              f"({est.n_iter_} epochs), per-task HistGradientBoosting {t_gbm:.1f} s")
         print(side_by_side(report).to_string(float_format=lambda v: f"{v:.4f}"))
         htl = report.loc["HTLNet"].drop(columns="task")
         assert np.isfinite(htl.to_numpy()[~htl.isna().to_numpy()]).all()

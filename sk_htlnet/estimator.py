@@ -3,6 +3,7 @@
 import contextlib
 import numbers
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
-from skorch.callbacks import Checkpoint, EarlyStopping, LoadInitState
+from skorch.callbacks import Callback, Checkpoint, EarlyStopping, LoadInitState
 
 from .gradient import get_strategy
 from .modules import HTLNet
@@ -28,7 +29,9 @@ class _CoreTransform:
     ``"none"``: z = y.  ``"standardize"``: z = (y - mean) / std.  ``"log1p"``: z = log(1 + y), and the
     inverse applies Duan's (1983) smearing estimate, E[y | x] = s * exp(z_hat) - 1 with
     s = mean(exp(z_i - z_hat_i)) over the training rows, so predictions estimate the conditional mean,
-    not the median, in y's units.
+    not the median, in y's units.  Predictions are clipped to the range of the training core values
+    (a conditional mean lies within the support: no negative expected spend from a model trained on
+    amounts >= 0).
     """
 
     def __init__(self, kind):
@@ -36,9 +39,12 @@ class _CoreTransform:
         self.mean = 0.0
         self.std = 1.0
         self.smearing = 1.0
+        self.low = -np.inf
+        self.high = np.inf
 
     def fit(self, y):
         observed = y[~np.isnan(y)]
+        self.low, self.high = float(observed.min()), float(observed.max())
         if self.kind == "log1p" and observed.size and observed.min() <= -1:
             raise ValueError(
                 "target_transform='log1p' needs a core target > -1 (amounts are usually >= 0); "
@@ -56,8 +62,10 @@ class _CoreTransform:
 
     def inverse(self, z):
         if self.kind == "log1p":
-            return self.smearing * np.exp(z) - 1.0
-        return z * self.std + self.mean
+            y = self.smearing * np.exp(z) - 1.0
+        else:
+            y = z * self.std + self.mean
+        return np.clip(y, self.low, self.high)
 
     def fit_smearing(self, z_true, z_pred, sample_weight=None):
         if self.kind == "log1p":
@@ -353,6 +361,9 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         min_samples = 2 if reset else 1
         if isinstance(X, pd.DataFrame):
             n, p = X.shape
+            duplicated = X.columns[X.columns.duplicated()].unique().tolist()
+            if duplicated:
+                raise ValueError(f"X has duplicate column names {duplicated}; column names must be unique")
             if p == 0:
                 raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
             if n < min_samples:
@@ -390,6 +401,16 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     f"stage column {names[j]!r} has a single class ({np.unique(seen).tolist()}); "
                     "a stage needs both 0 and 1 labels to be learned"
                 )
+        for j in range(1, k):
+            upstream, stage = values[:, j - 1], values[:, j]
+            jumped = int(np.sum((stage == 1) & (upstream == 0)))
+            if jumped > 0.01 * max(np.sum(stage == 1), 1):
+                warnings.warn(
+                    f"stage {names[j]!r} is 1 on {jumped} rows where the preceding stage {names[j - 1]!r} "
+                    "is 0; y's stage columns are expected in funnel order (visit before conversion). "
+                    "HTLNet still trains every stage on every row.",
+                    UserWarning, stacklevel=3,
+                )
         core = values[:, k]
         if np.isinf(core).any():
             raise ValueError(f"core target column {names[k]!r} contains infinite values")
@@ -398,15 +419,17 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return values, names, was_1d
 
     def _check_sizes(self):
-        units = tuple(int(u) for u in np.atleast_1d(self.tower_units))
-        if not units or min(units) < 1:
+        raw_units = np.atleast_1d(self.tower_units)
+        units = tuple(int(u) for u in raw_units) if raw_units.dtype.kind in "iuf" else ()
+        if not units or min(units) < 1 or not np.array_equal(raw_units, units):
             raise ValueError(f"tower_units must be a non-empty sequence of positive ints, got {self.tower_units!r}")
         weights = None
         if self.task_weights is not None:
             weights = np.asarray(self.task_weights, dtype=np.float64).ravel()
-            if weights.size != self.n_stages_ + 1 or not np.all(np.isfinite(weights)) or (weights < 0).any():
+            if (weights.size != self.n_stages_ + 1 or not np.all(np.isfinite(weights)) or (weights < 0).any()
+                    or not (weights > 0).any()):
                 raise ValueError(
-                    f"task_weights must hold {self.n_stages_ + 1} finite non-negative numbers "
+                    f"task_weights must hold {self.n_stages_ + 1} finite non-negative numbers, not all 0 "
                     f"(one per target {self.target_names_}), got {self.task_weights!r}"
                 )
         pos = None
@@ -552,9 +575,25 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         with self._threads():
             return self._fit(X, y, sample_weight)
 
+    def _check_setup(self):
+        """Checks of parameters that scikit-learn's constraints cannot express."""
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"device={self.device!r}, but torch.cuda.is_available() is False (no GPU, or a CPU "
+                "build of torch); use device='cpu'"
+            )
+        for cb in self.callbacks or []:
+            obj = cb[1] if isinstance(cb, tuple) and len(cb) == 2 and isinstance(cb[0], str) else cb
+            if not isinstance(obj, Callback) and not (isinstance(obj, type) and issubclass(obj, Callback)):
+                raise ValueError(
+                    f"callbacks must hold skorch callbacks or (name, callback) tuples, got {cb!r}"
+                )
+
     def _fit(self, X, y, sample_weight=None, incremental=False):
         if y is None:
             raise ValueError("HTLNetRegressor requires y to be passed, but the target y is None")
+        self._check_setup()
         fitted = hasattr(self, "net_")
         keep = fitted and (self.warm_start or incremental)
         X = self._validate_X(X, reset=not keep)

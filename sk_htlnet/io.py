@@ -129,10 +129,13 @@ def save_model(estimator, path):
             "vocabularies": vocabularies,
             "mean": enc.mean_.tolist(),
             "scale": enc.scale_.tolist(),
+            "min": enc.min_.tolist(),
+            "max": enc.max_.tolist(),
             "target_names": list(estimator.target_names_),
             "y_1d": bool(estimator._y_1d),
             "target_transform": estimator.target_transform_,
-            "transform": {"mean": transform.mean, "std": transform.std, "smearing": transform.smearing},
+            "transform": {"mean": transform.mean, "std": transform.std, "smearing": transform.smearing,
+                          "low": transform.low, "high": transform.high},
             "net_spec": estimator._net_spec_,
             "n_iter": int(estimator.n_iter_),
         },
@@ -213,6 +216,8 @@ def load_model(path):
         enc.cardinalities_ = [len(v) + 2 for v in enc.vocabularies_]
         enc.mean_ = np.asarray(fitted["mean"], dtype=np.float64)
         enc.scale_ = np.asarray(fitted["scale"], dtype=np.float64)
+        enc.min_ = np.asarray(fitted["min"], dtype=np.float64)
+        enc.max_ = np.asarray(fitted["max"], dtype=np.float64)
         est._encoder = enc
         est.n_features_in_ = int(fitted["n_features_in"])
         if fitted["feature_names_in"] is not None:
@@ -225,6 +230,8 @@ def load_model(path):
         transform.mean = float(fitted["transform"]["mean"])
         transform.std = float(fitted["transform"]["std"])
         transform.smearing = float(fitted["transform"]["smearing"])
+        transform.low = float(fitted["transform"]["low"])
+        transform.high = float(fitted["transform"]["high"])
         est._core_transform = transform
         est._net_spec_ = fitted["net_spec"]
         net = est._make_net(est._net_spec_, seed=0, early=False)

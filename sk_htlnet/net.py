@@ -212,6 +212,22 @@ class HybridNet(NeuralNet):
         self.gradient_strategy = gradient_strategy
         self.seed = seed
 
+    def notify(self, method_name, **cb_kwargs):
+        """skorch's notify, except that a callback stopping training at the end of an epoch
+        (early stopping raises ``KeyboardInterrupt``) no longer keeps the later callbacks, such as
+        the epoch table, from seeing that epoch."""
+        if method_name != "on_epoch_end":
+            return super().notify(method_name, **cb_kwargs)
+        getattr(self, method_name)(self, **cb_kwargs)
+        stop = None
+        for _, cb in self.callbacks_:
+            try:
+                getattr(cb, method_name)(self, **cb_kwargs)
+            except KeyboardInterrupt as exc:
+                stop = exc
+        if stop is not None:
+            raise stop
+
     # ---- set-up -------------------------------------------------------------------------------
     def get_default_callbacks(self):
         callbacks = list(super().get_default_callbacks())

@@ -2,7 +2,9 @@
 
 Categorical columns get a vocabulary of the values seen in ``fit``; id 0 of every field is the
 out-of-vocabulary row (values first seen at predict time), id 1 the missing-value row.  Numeric
-columns are standardised with the training mean and standard deviation; missing numeric values
+columns are standardised with the training mean and standard deviation and clipped to the training
+range (so a value far outside it is treated like the nearest value seen, as a tree would; it cannot
+blow the network up); missing numeric values
 (NaN / ``pd.NA``) are flagged and embedded by a learned per-field vector, so they need no imputation
 (as HistGradientBoosting handles missing values natively).  Everything is vectorised through pandas
 hash tables: no per-row Python.
@@ -48,6 +50,7 @@ class FeatureEncoder:
     vocabularies_ : list of pandas.Index, one per categorical column
     cardinalities_ : list of int, embedding rows per categorical column (vocabulary + OOV + missing)
     mean_, scale_ : ndarray of float64 (n_numeric,)
+    min_, max_ : ndarray of float64 (n_numeric,), training range of each numeric column (0 if never observed)
     """
 
     def __init__(self, categorical_features="from_dtype"):
@@ -62,6 +65,14 @@ class FeatureEncoder:
 
     def _resolve_mask(self, frame, is_frame):
         n = frame.shape[1]
+        for c in frame.columns:
+            kind = frame[c].dtype.kind
+            if kind in "mMc":
+                what = {"m": "timedelta", "M": "datetime", "c": "complex"}[kind]
+                raise ValueError(
+                    f"column {c!r} has a {what} dtype ({frame[c].dtype}), which HTLNetRegressor does not "
+                    "embed; convert it to numbers (e.g. days since a reference date) or to categories"
+                )
         spec = self.categorical_features
         if isinstance(spec, str) and spec == "from_dtype":
             if not is_frame:
@@ -133,6 +144,8 @@ class FeatureEncoder:
         self.mean_ = mean
         scale = np.sqrt(var)
         self.scale_ = np.where(scale > 0, scale, 1.0)
+        self.min_ = np.where(count > 0, np.where(observed, values, np.inf).min(axis=0, initial=np.inf), 0.0)
+        self.max_ = np.where(count > 0, np.where(observed, values, -np.inf).max(axis=0, initial=-np.inf), 0.0)
         return self._encode(frame, values)
 
     def transform(self, X):
@@ -151,5 +164,6 @@ class FeatureEncoder:
             ids[pd.isna(col).to_numpy()] = MISSING_ID
             cat[:, j] = ids
         missing = np.isnan(values)
-        num = np.where(missing, 0.0, (values - self.mean_) / self.scale_).astype(np.float32)
+        clipped = np.clip(values, self.min_, self.max_)
+        num = np.where(missing, 0.0, (clipped - self.mean_) / self.scale_).astype(np.float32)
         return {"cat": cat, "num": num, "num_missing": missing}

@@ -294,3 +294,74 @@ def test_safe_model_file_round_trip_and_tampering(funnel, fitted, tmp_path):
     (tmp_path / "plain.htlnet").write_bytes(b"not a zip")
     with pytest.raises(ModelFileError, match="not a zip"):
         load_model(tmp_path / "plain.htlnet")
+
+
+# ---- inputs a new user tried (fresh-clone review) ---------------------------------------------------
+def test_numeric_values_outside_the_training_range_are_clipped(funnel, fitted):
+    X, _ = funnel
+    row = pd.concat([X.iloc[[0]]] * 5, ignore_index=True)
+    far = row.assign(num_0=[1e30, -1e30, 1e300, X["num_0"].max(), X["num_0"].min()])
+    pred = fitted.predict(far)
+    assert np.isfinite(pred).all()
+    np.testing.assert_array_equal(pred[0], pred[3])  # beyond the maximum = at the maximum, as a tree
+    np.testing.assert_array_equal(pred[2], pred[3])
+    np.testing.assert_array_equal(pred[1], pred[4])
+
+
+def test_core_predictions_stay_within_the_training_range(funnel):
+    X, Y = funnel
+    for transform in ("standardize", "none"):
+        est = HTLNetRegressor(**{**FAST, "max_iter": 5, "learning_rate": 0.01}, target_transform=transform)
+        core = est.fit(X, Y).predict(X)[:, -1]
+        assert core.min() >= Y["core"].min() and core.max() <= Y["core"].max()
+
+
+@pytest.mark.parametrize("column, match", [
+    (pd.date_range("2020-01-01", periods=1500, freq="h"), "datetime"),
+    (pd.to_timedelta(np.arange(1500), unit="s"), "timedelta"),
+])
+def test_datetime_columns_get_a_clear_error(funnel, column, match):
+    X, Y = funnel
+    with pytest.raises(ValueError, match=f"column 'when' has a {match} dtype"):
+        HTLNetRegressor(**FAST).fit(X.assign(when=column), Y)
+
+
+def test_duplicate_column_names_are_refused(funnel):
+    X, Y = funnel
+    dup = pd.concat([X, X[["num_0"]]], axis=1)
+    with pytest.raises(ValueError, match=r"duplicate column names \['num_0'\]"):
+        HTLNetRegressor(**FAST).fit(dup, Y)
+
+
+def test_stages_out_of_funnel_order_warn(funnel):
+    X, Y = funnel
+    with pytest.warns(UserWarning, match="expected in funnel order"):
+        HTLNetRegressor(**FAST).fit(X, Y[["stage_2", "stage_1", "core"]].set_axis(["a", "b", "core"], axis=1))
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"callbacks": ["x"]}, "callbacks must hold skorch callbacks"),
+    ({"tower_units": (16.5,)}, "tower_units"),
+    ({"task_weights": [0, 0, 0]}, "not all 0"),
+])
+def test_more_parameter_mistakes(funnel, params, match):
+    X, Y = funnel
+    with pytest.raises(ValueError, match=match):
+        HTLNetRegressor(**{**FAST, **params}).fit(X, Y)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(funnel):
+    X, Y = funnel
+    with pytest.raises(ValueError, match="torch.cuda.is_available"):
+        HTLNetRegressor(**FAST, device="cuda").fit(X, Y)
+
+
+def test_epoch_table_shows_the_epoch_where_early_stopping_fired(funnel, capsys):
+    X, Y = funnel
+    est = HTLNetRegressor(**{**FAST, "max_iter": 40, "learning_rate": 0.05}, early_stopping=True,
+                          n_iter_no_change=2, verbose=1).fit(X, Y)
+    out = capsys.readouterr().out
+    assert est.n_iter_ < 40  # early stopping fired
+    rows = [line.split()[0] for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert rows[-1] == str(est.n_iter_)
