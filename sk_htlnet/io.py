@@ -135,7 +135,9 @@ def save_model(estimator, path):
             "y_1d": bool(estimator._y_1d),
             "target_transform": estimator.target_transform_,
             "transform": {"mean": transform.mean, "std": transform.std, "smearing": transform.smearing,
-                          "low": transform.low, "high": transform.high},
+                          "low": transform.low, "high": transform.high,
+                          "knots_z": None if transform.knots_z is None else transform.knots_z.tolist(),
+                          "knots_y": None if transform.knots_y is None else transform.knots_y.tolist()},
             "net_spec": estimator._net_spec_,
             "n_iter": int(estimator.n_iter_),
         },
@@ -226,12 +228,15 @@ def load_model(path):
         est.n_stages_ = len(est.target_names_) - 1
         est._y_1d = bool(fitted["y_1d"])
         est.target_transform_ = str(fitted["target_transform"])
-        transform = _CoreTransform(est.target_transform_)
+        transform = _CoreTransform(est.target_transform_, est.retransformation)
         transform.mean = float(fitted["transform"]["mean"])
         transform.std = float(fitted["transform"]["std"])
         transform.smearing = float(fitted["transform"]["smearing"])
         transform.low = float(fitted["transform"]["low"])
         transform.high = float(fitted["transform"]["high"])
+        for name in ("knots_z", "knots_y"):
+            knots = fitted["transform"][name]
+            setattr(transform, name, None if knots is None else np.asarray(knots, dtype=np.float64))
         est._core_transform = transform
         est._net_spec_ = fitted["net_spec"]
         net = est._make_net(est._net_spec_, seed=0, early=False)

@@ -275,7 +275,7 @@ def test_safe_model_file_round_trip_and_tampering(funnel, fitted, tmp_path):
     weights[-1] ^= 0xFF
     for name, content, match in [
         ("weights.safetensors", bytes(weights), "altered"),
-        ("config.json", members["config.json"].replace(b'"smearing": ', b'"smearing": 1'), "altered"),
+        ("config.json", members["config.json"].replace(b'"low": ', b'"low": 1'), "altered"),
     ]:
         bad = tmp_path / f"bad_{name}.htlnet"
         with zipfile.ZipFile(bad, "w") as z:
