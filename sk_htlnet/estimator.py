@@ -16,8 +16,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 from skorch.callbacks import Callback, Checkpoint, EarlyStopping, LoadInitState
 
-from .gradient import get_strategy
-from .modules import HTLNet
+from .gradient import GRADIENT_ADJUSTMENTS, get_strategy
+from .modules import ARCHITECTURES
 from .net import FunnelDataset, FunnelValidSplit, HybridLoss, HybridNet, TrainingDivergedError
 from .preprocessing import FeatureEncoder
 
@@ -182,10 +182,17 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    architecture : {"htlnet"}, default="htlnet"
-        Model architecture (baselines are planned; see the issue tracker).
-    gradient_adjustment : {"htlnet", "none"}, default="htlnet"
-        Rule applied to the shared embedding's gradient: HTLNet §4, or the plain sum.
+    architecture : {"htlnet", "single_task", "shared_bottom", "mmoe", "ple", "esmm", "aitm"}, \
+            default="htlnet"
+        The model (:mod:`sk_htlnet.modules`): HTLNet, or one of the paper's baselines with the same
+        embedding and tower sizes: independent single-task DNNs, Shared-Bottom, MMoE, PLE, and our
+        adaptations of ESMM (entire-space products for the stages, a plain core tower) and AITM
+        (attention transfer along the chain, a regression head for the core) to hybrid targets.
+    gradient_adjustment : {"htlnet", "none", "pcgrad", "metabalance", "uncertainty"}, default="htlnet"
+        How the task gradients on the shared embedding are combined: HTLNet §4's rule, the plain
+        sum, PCGrad (Yu et al., 2020), MetaBalance with the core as target task (He et al., 2022,
+        using ``relax_factor``), or Kendall et al.'s (2018) learned uncertainty loss weights.  Has no
+        effect with ``architecture="single_task"`` (nothing is shared).
     categorical_features : "from_dtype", list of str or int, or bool mask, default="from_dtype"
         Categorical columns, embedded natively.  "from_dtype": DataFrame columns of category,
         string or object dtype; an array has none unless listed here.
@@ -227,6 +234,14 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         weight, not P(stage = 1 | x).
     dropout : float, default=0.0
         Dropout after each tower layer.
+    n_experts : int, default=4
+        Experts of MMoE; PLE uses ``max(1, n_experts // 2)`` task-specific experts per task and as
+        many shared experts, on two extraction levels.
+    label_embedding, representation_transfer, stop_gradient : bool, default=True
+        HTLNet's ablation switches (the paper's "without LEU", "without the IFU representation
+        path", "without stop-gradient").
+    gradient_projection, gradient_rescaling : bool, default=True
+        Ablations of the gradient rule: "without projection", "without magnitude rule".
     learning_rate : float, default=1e-3
         Adam step size.
     weight_decay : float, default=0.0
@@ -300,8 +315,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "architecture": [StrOptions({"htlnet"})],
-        "gradient_adjustment": [StrOptions({"htlnet", "none"})],
+        "architecture": [StrOptions(set(ARCHITECTURES))],
+        "gradient_adjustment": [StrOptions(set(GRADIENT_ADJUSTMENTS))],
         "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
         "embedding_dim": [Interval(numbers.Integral, 1, None, closed="left")],
         "tower_units": ["array-like"],
@@ -317,6 +332,12 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "task_weights": ["array-like", None],
         "stage_pos_weight": [Interval(numbers.Real, 0, None, closed="neither"), "array-like", None],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "n_experts": [Interval(numbers.Integral, 1, None, closed="left")],
+        "label_embedding": ["boolean"],
+        "representation_transfer": ["boolean"],
+        "stop_gradient": ["boolean"],
+        "gradient_projection": ["boolean"],
+        "gradient_rescaling": ["boolean"],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -355,6 +376,12 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         task_weights=None,
         stage_pos_weight=None,
         dropout=0.0,
+        n_experts=4,
+        label_embedding=True,
+        representation_transfer=True,
+        stop_gradient=True,
+        gradient_projection=True,
+        gradient_rescaling=True,
         learning_rate=1e-3,
         weight_decay=0.0,
         batch_size=1024,
@@ -389,6 +416,12 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.task_weights = task_weights
         self.stage_pos_weight = stage_pos_weight
         self.dropout = dropout
+        self.n_experts = n_experts
+        self.label_embedding = label_embedding
+        self.representation_transfer = representation_transfer
+        self.stop_gradient = stop_gradient
+        self.gradient_projection = gradient_projection
+        self.gradient_rescaling = gradient_rescaling
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -521,22 +554,33 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             n_stages=k,
             embedding_dim=int(self.embedding_dim),
             tower_units=list(units),
-            label_embedding_dim=int(self.label_embedding_dim),
-            fusion_dim=int(self.fusion_dim),
-            fusion=self.fusion,
-            label_sampling=self.label_sampling,
-            tau=float(self.tau),
             dropout=float(self.dropout),
             stage_logit_priors=[float(v) for v in np.atleast_1d(priors)] if k else [],
             core_prior=float(means[k]),
         )
+        if self.architecture == "htlnet":
+            module.update(
+                label_embedding_dim=int(self.label_embedding_dim),
+                fusion_dim=int(self.fusion_dim),
+                fusion=self.fusion,
+                label_sampling=self.label_sampling,
+                tau=float(self.tau),
+                label_embedding=bool(self.label_embedding),
+                representation_transfer=bool(self.representation_transfer),
+                stop_gradient=bool(self.stop_gradient),
+            )
+        elif self.architecture == "mmoe":
+            module["n_experts"] = int(self.n_experts)
+        elif self.architecture == "ple":
+            module["n_experts"] = max(1, int(self.n_experts) // 2)
         criterion = dict(
             n_stages=k,
             core_scale=float(core_var),
             task_weights=None if weights is None else weights.tolist(),
             pos_weight=None if pos is None else pos.tolist(),
+            uncertainty=self.gradient_adjustment == "uncertainty",
         )
-        return {"module": module, "criterion": criterion}
+        return {"architecture": self.architecture, "module": module, "criterion": criterion}
 
     def _make_net(self, spec, seed, early):
         """The skorch net for a spec from :meth:`_net_spec` (not yet initialised)."""
@@ -558,7 +602,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         callbacks += list(self.callbacks or [])
         k = spec["module"]["n_stages"]
         net = HybridNet(
-            HTLNet,
+            ARCHITECTURES[spec["architecture"]],
             **{f"module__{key}": value for key, value in spec["module"].items()},
             criterion=HybridLoss,
             **{f"criterion__{key}": value for key, value in spec["criterion"].items()},
@@ -573,7 +617,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             verbose=self.verbose,
             task_names=self.target_names_,
             gradient_strategy=get_strategy(
-                self.gradient_adjustment, relax_factor=self.relax_factor, clip_ratio=self.clip_ratio
+                self.gradient_adjustment, relax_factor=self.relax_factor, clip_ratio=self.clip_ratio,
+                project=self.gradient_projection, rescale=self.gradient_rescaling, seed=seed,
             ),
             seed=seed,
         )

@@ -23,6 +23,7 @@ class GradientStrategy:
     """
 
     needs_task_gradients = True
+    uses_uncertainty = False
 
     def combine(self, grads):
         """Return the shared gradient, shape (n_params,), from ``grads`` (n_tasks, n_params)."""
@@ -89,10 +90,93 @@ class HTLNetAdjustment(GradientStrategy):
         return core + stages.sum(0)
 
 
-def get_strategy(name, *, relax_factor=0.1, clip_ratio=10.0):
-    """Strategy object for a ``gradient_adjustment`` name ("htlnet" or "none")."""
+class PCGrad(GradientStrategy):
+    """PCGrad (Yu et al., NeurIPS 2020): project each task's gradient off every conflicting one.
+
+    For each task i, for each other task j in a random order: if ``g_i . g_j < 0``,
+    ``g_i <- g_i - (g_i . g_j / ||g_j||^2) g_j`` (with the original ``g_j``); the shared gradient is the
+    sum.  All tasks, the core included, are treated alike.
+
+    Parameters
+    ----------
+    seed : int, optional
+        Seeds the random task order (a private generator).
+    """
+
+    def __init__(self, seed=None):
+        self.generator = torch.Generator()
+        if seed is not None:
+            self.generator.manual_seed(int(seed))
+
+    def combine(self, grads):
+        n = grads.shape[0]
+        sq = (grads * grads).sum(1)
+        out = []
+        for i in range(n):
+            g = grads[i].clone()
+            for j in torch.randperm(n, generator=self.generator).tolist():
+                if j == i or sq[j] == 0:
+                    continue
+                dot = g.dot(grads[j])
+                if dot < 0:
+                    g = g - dot / sq[j] * grads[j]
+            out.append(g)
+        return torch.stack(out).sum(0)
+
+
+class MetaBalance(GradientStrategy):
+    """MetaBalance (He et al., WWW 2022) with the core task as the target task.
+
+    Each stage (auxiliary) gradient's magnitude is pulled towards the core's using moving averages of
+    the norms: ``m_t <- beta m_t + (1 - beta) ||G_t||``, ``G_t <- r (m_c / m_t) G_t + (1 - r) G_t``; no
+    projection.  The shared gradient is ``G_c + sum_t G_t``.
+
+    Parameters
+    ----------
+    relax_factor : float, default=0.1
+        ``r`` in [0, 1].
+    beta : float, default=0.9
+        Moving-average factor of the norms.
+    """
+
+    def __init__(self, relax_factor=0.1, beta=0.9):
+        self.relax_factor = float(relax_factor)
+        self.beta = float(beta)
+        self.norms = None
+
+    def combine(self, grads):
+        norms = grads.norm(dim=1)
+        self.norms = norms if self.norms is None else self.beta * self.norms + (1 - self.beta) * norms
+        core, stages = grads[-1], grads[:-1]
+        ratio = self.norms[-1] / self.norms[:-1].clamp_min(_EPS)
+        r = self.relax_factor
+        return core + (stages * (r * ratio + (1 - r)).unsqueeze(1)).sum(0)
+
+
+class UncertaintyWeighting(NoAdjustment):
+    """Kendall et al. (CVPR 2018): learned per-task loss weights from homoscedastic uncertainty.
+
+    The weighting happens in the loss (:class:`sk_htlnet.net.HybridLoss` with ``uncertainty=True``
+    learns ``s_t = log sigma_t^2``: ``exp(-s) L + s / 2`` for a stage, ``exp(-s) L / 2 + s / 2`` for the
+    core); the gradients are then summed as usual.
+    """
+
+    uses_uncertainty = True
+
+
+GRADIENT_ADJUSTMENTS = ("htlnet", "none", "pcgrad", "metabalance", "uncertainty")
+
+
+def get_strategy(name, *, relax_factor=0.1, clip_ratio=10.0, project=True, rescale=True, seed=None):
+    """Strategy object for a ``gradient_adjustment`` name (one of ``GRADIENT_ADJUSTMENTS``)."""
     if name == "htlnet":
-        return HTLNetAdjustment(relax_factor=relax_factor, clip_ratio=clip_ratio)
+        return HTLNetAdjustment(relax_factor=relax_factor, clip_ratio=clip_ratio, project=project, rescale=rescale)
     if name == "none":
         return NoAdjustment()
-    raise ValueError(f"gradient_adjustment must be 'htlnet' or 'none', got {name!r}")
+    if name == "pcgrad":
+        return PCGrad(seed=seed)
+    if name == "metabalance":
+        return MetaBalance(relax_factor=relax_factor)
+    if name == "uncertainty":
+        return UncertaintyWeighting()
+    raise ValueError(f"gradient_adjustment must be one of {GRADIENT_ADJUSTMENTS}, got {name!r}")

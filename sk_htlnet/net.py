@@ -137,6 +137,9 @@ class HybridLoss(nn.Module):
         Static weight of each task in the optimised loss (default all 1).
     pos_weight : sequence of float, optional
         Weight of the positive class in each stage's BCE (``torch`` ``pos_weight``); default all 1.
+    uncertainty : bool, default=False
+        Learn Kendall et al.'s (2018) per-task log-variances ``s_t`` and optimise
+        ``exp(-s) L + s / 2`` per stage and ``exp(-s) L / 2 + s / 2`` for the core (see :meth:`objective`).
 
     Notes
     -----
@@ -146,8 +149,9 @@ class HybridLoss(nn.Module):
     A task with no observed label in the batch gets loss 0 and no gradient.
     """
 
-    def __init__(self, n_stages, core_scale=1.0, task_weights=None, pos_weight=None):
+    def __init__(self, n_stages, core_scale=1.0, task_weights=None, pos_weight=None, uncertainty=False):
         super().__init__()
+        self.log_vars = nn.Parameter(torch.zeros(int(n_stages) + 1)) if uncertainty else None
         pos = torch.ones(int(n_stages)) if pos_weight is None else pos_weight
         self.register_buffer("pos_weight", torch.as_tensor(pos, dtype=torch.float32))
         self.n_stages = int(n_stages)
@@ -157,6 +161,15 @@ class HybridLoss(nn.Module):
         monitor = torch.ones(self.n_stages + 1)
         monitor[-1] = 1.0 / self.core_scale
         self.register_buffer("monitor_weights", monitor)
+
+    def objective(self, task_losses):
+        """The per-task terms that are optimised: static task weights, and the uncertainty terms."""
+        terms = task_losses * self.task_weights
+        if self.log_vars is not None:
+            scale = torch.ones_like(terms)
+            scale[-1] = 0.5  # regression: 1 / (2 sigma^2); classification: 1 / sigma^2
+            terms = scale * torch.exp(-self.log_vars) * terms + 0.5 * self.log_vars
+        return terms
 
     def forward(self, y_pred, y_true, sample_weight=None):
         observed = ~torch.isnan(y_true)
@@ -295,13 +308,13 @@ class HybridNet(NeuralNet):
         self._set_training(True)
         Xi, yi = batch
         strategy = self.gradient_strategy
-        weights = self.criterion_.task_weights
-        if strategy is None or not strategy.needs_task_gradients:
+        shared = getattr(self.module_, "embedding", None)
+        if strategy is None or not strategy.needs_task_gradients or shared is None:
             y_pred = self.infer(Xi, **fit_params)
             task_losses = self.get_task_losses(y_pred, yi, Xi)
-            (task_losses * weights).sum().backward()
+            self.criterion_.objective(task_losses).sum().backward()
         else:
-            y_pred, task_losses = self._adjusted_backward(Xi, yi, strategy, weights)
+            y_pred, task_losses = self._adjusted_backward(Xi, yi, strategy)
         self._check_finite(task_losses)
         return {"loss": self._record("train", task_losses), "y_pred": y_pred}
 
@@ -316,14 +329,14 @@ class HybridNet(NeuralNet):
                 "with large values, or check the inputs for extreme values."
             )
 
-    def _adjusted_backward(self, Xi, yi, strategy, weights):
+    def _adjusted_backward(self, Xi, yi, strategy):
         """One backward pass per task on the towers; the shared gradient goes through ``strategy``."""
         x = {k: v for k, v in to_tensor(Xi, device=self.device).items() if k != "sample_weight"}
         module = self.module_
         e = module.embed(**x).detach().requires_grad_()
         y_pred = module.forward_from_embedding(e, generator=self.noise_generator_)
         task_losses = self.get_task_losses(y_pred, yi, Xi)
-        weighted = task_losses * weights
+        weighted = self.criterion_.objective(task_losses)
         n_tasks = weighted.shape[0]
         grads = []
         for t in range(n_tasks):

@@ -93,7 +93,7 @@ def test_adjusted_train_step_applies_the_rule_to_the_shared_embedding(funnel):
     net._set_training(True)
     state = net.noise_generator_.get_state()
     net.optimizer_.zero_grad()
-    net._adjusted_backward(x, y, net.gradient_strategy, net.criterion_.task_weights)
+    net._adjusted_backward(x, y, net.gradient_strategy)
     shared = [module.embedding.table, module.embedding.num_weight, module.embedding.num_bias,
               module.embedding.num_missing]
     got = torch.cat([p.grad.flatten() for p in shared])

@@ -51,6 +51,13 @@ class HTLNet(nn.Module):
         Initial bias of each stage head (the logit of the stage's base rate helps rare stages).
     core_prior : float, default=0.0
         Initial bias of the core head (mean of the transformed core target).
+    label_embedding : bool, default=True
+        Pass the stages' label embeddings downstream (False: the paper's "without LEU" ablation).
+    representation_transfer : bool, default=True
+        Pass the stages' representations downstream (False: "without the IFU representation path").
+    stop_gradient : bool, default=True
+        Detach what is passed downstream (False: "without stop-gradient"; downstream losses then also
+        train the upstream towers and heads).
 
     Notes
     -----
@@ -73,13 +80,19 @@ class HTLNet(nn.Module):
         dropout=0.0,
         stage_logit_priors=None,
         core_prior=0.0,
+        label_embedding=True,
+        representation_transfer=True,
+        stop_gradient=True,
     ):
         super().__init__()
         self.n_stages = int(n_stages)
+        self.use_label_embedding = bool(label_embedding)
+        self.use_representation = bool(representation_transfer)
+        self.stop_gradient = bool(stop_gradient)
         self.embedding = SharedEmbedding(cardinalities, n_numeric, embedding_dim)
         e_dim = self.embedding.output_dim
         n_tasks = self.n_stages + 1
-        downstream_dim = 2 * fusion_dim + e_dim
+        downstream_dim = (self.use_label_embedding + self.use_representation) * fusion_dim + e_dim
         self.towers = nn.ModuleList(
             Tower(e_dim if t == 0 else downstream_dim, tower_units, dropout) for t in range(n_tasks)
         )
@@ -115,17 +128,21 @@ class HTLNet(nn.Module):
             if t == 0:
                 x = e
             else:
-                rep_set = torch.stack(reps + [self.rep_candidates[t - 1](e)], dim=1)
-                le_set = torch.stack(label_embs + [self.le_candidates[t - 1](e)], dim=1)
-                x = torch.cat(
-                    [self.rep_fusions[t - 1](rep_set), self.le_fusions[t - 1](le_set), e], dim=1
-                )
+                parts = []
+                if self.use_representation:
+                    rep_set = torch.stack(reps + [self.rep_candidates[t - 1](e)], dim=1)
+                    parts.append(self.rep_fusions[t - 1](rep_set))
+                if self.use_label_embedding:
+                    le_set = torch.stack(label_embs + [self.le_candidates[t - 1](e)], dim=1)
+                    parts.append(self.le_fusions[t - 1](le_set))
+                x = torch.cat(parts + [e], dim=1)
             rep, hidden = tower(x)
             out = head(hidden).squeeze(-1)
             outputs.append(out)
             if t < self.n_stages:  # stop-gradient on everything passed downstream (HTLNet §2.6)
-                reps.append(rep.detach())
-                label_embs.append(self.label_embeddings[t](out.detach(), generator))
+                detach = torch.Tensor.detach if self.stop_gradient else (lambda v: v)
+                reps.append(detach(rep))
+                label_embs.append(self.label_embeddings[t](detach(out), generator))
         return torch.stack(outputs, dim=1)
 
     def forward(self, cat, num, num_missing, generator=None):
