@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-min clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,5 +23,24 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+# The oldest supported versions (requirements-min.txt, docs/install.md) in a venv of their own,
+# rebuilt from scratch whenever requirements-min.txt or pyproject.toml changes.
+VENV_MIN := .venv-min
+PY_MIN := $(VENV_MIN)/bin/python
+PIP_MIN := $(PY_MIN) -m pip
+
+$(VENV_MIN)/.installed: requirements-min.txt pyproject.toml
+	rm -rf $(VENV_MIN)
+	$(PYTHON) -m venv $(VENV_MIN)
+	$(PIP_MIN) install --quiet --upgrade pip
+	$(PIP_MIN) install --quiet "$(TORCH_PIN)"
+	$(PIP_MIN) install --quiet --only-binary :all: -r requirements-min.txt
+	$(PIP_MIN) install --quiet --no-deps -e .
+	$(PIP_MIN) check
+	touch $@
+
+test-min: $(VENV_MIN)/.installed
+	$(PY_MIN) -m pytest -q
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_MIN) build *.egg-info .pytest_cache
