@@ -207,6 +207,10 @@ class HybridNet(NeuralNet):
     seed : int, optional
         Seeds parameter initialisation, the batch shuffle and the Gumbel noise through private
         generators (the global torch seed is left untouched).
+    record_gradient_norms : bool, default=False
+        Record, per batch, the norm of each task's gradient on the shared embedding before any
+        adjustment under the history keys ``grad_norm_<name>`` (the paper's Figure 5).  Forces one
+        backward pass per task even for ``gradient_adjustment="none"``.
     **kwargs
         Passed to :class:`skorch.NeuralNet`.
 
@@ -219,11 +223,12 @@ class HybridNet(NeuralNet):
     """
 
     def __init__(self, module, *args, task_names=("core",), gradient_strategy=None, seed=None,
-                 criterion=HybridLoss, **kwargs):
+                 record_gradient_norms=False, criterion=HybridLoss, **kwargs):
         super().__init__(module, *args, criterion=criterion, **kwargs)
         self.task_names = task_names
         self.gradient_strategy = gradient_strategy
         self.seed = seed
+        self.record_gradient_norms = record_gradient_norms
 
     def notify(self, method_name, **cb_kwargs):
         """skorch's notify, except that a callback stopping training at the end of an epoch
@@ -309,7 +314,8 @@ class HybridNet(NeuralNet):
         Xi, yi = batch
         strategy = self.gradient_strategy
         shared = getattr(self.module_, "embedding", None)
-        if strategy is None or not strategy.needs_task_gradients or shared is None:
+        per_task = strategy is not None and (strategy.needs_task_gradients or self.record_gradient_norms)
+        if not per_task or shared is None:
             y_pred = self.infer(Xi, **fit_params)
             task_losses = self.get_task_losses(y_pred, yi, Xi)
             self.criterion_.objective(task_losses).sum().backward()
@@ -344,6 +350,9 @@ class HybridNet(NeuralNet):
             weighted[t].backward(retain_graph=t < n_tasks - 1)
             grads.append(e.grad if e.grad is not None else torch.zeros_like(e))
         rows, task_grads = module.embedding.sparse_grad(torch.stack(grads), **x)
+        if self.record_gradient_norms:
+            for name, norm in zip(self.task_names, task_grads.norm(dim=1).tolist()):
+                self.history.record_batch(f"grad_norm_{name}", norm)
         module.embedding.set_sparse_grad(rows, strategy.combine(task_grads))
         return y_pred, task_losses
 

@@ -1,0 +1,215 @@
+"""Reproduce the paper's comparison on real funnels: HTLNet, its baselines, gradient strategies and
+ablations, per-task gradient boosting and torch-rechub's SharedBottom / MMoE / PLE.
+
+Every model sees the same 8:1:1 split per seed (train / validation for early stopping / test), the
+same embedding and tower sizes, the same maximum number of epochs, batch size, learning rate and
+patience.  Reported per (data set, model): mean and standard deviation over seeds of every metric of
+HTLNET.md §5 on the test split, fit seconds per epoch, predict rows per second, parameter count.
+
+    python benchmarks/compare.py                       # the full run behind docs/benchmarks.md
+    python benchmarks/compare.py --quick               # a minute-long smoke run (used by the tests)
+    python benchmarks/compare.py --datasets hillstrom --models htlnet mmoe --seeds 0 1
+
+Results go to ``--out`` (default benchmarks/results): results.csv (one row per data set, model,
+seed), summary.md (the tables), gradient_norms.png (the paper's Figure 5).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.model_selection import train_test_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import datasets  # noqa: E402
+
+from sk_htlnet import HTLNetRegressor  # noqa: E402
+from sk_htlnet.metrics import funnel_report  # noqa: E402
+
+SIZES = dict(embedding_dim=16, tower_units=(128, 64, 32), batch_size=1024, learning_rate=1e-3,
+             n_iter_no_change=5)
+BASELINE = dict(gradient_adjustment="none")  # the literature's baselines train with the plain sum
+MODELS = {
+    "htlnet": {},
+    "single_task": dict(architecture="single_task", **BASELINE),
+    "shared_bottom": dict(architecture="shared_bottom", **BASELINE),
+    "mmoe": dict(architecture="mmoe", **BASELINE),
+    "ple": dict(architecture="ple", **BASELINE),
+    "esmm": dict(architecture="esmm", **BASELINE),
+    "aitm": dict(architecture="aitm", **BASELINE),
+    "htlnet/none": dict(gradient_adjustment="none"),
+    "htlnet/pcgrad": dict(gradient_adjustment="pcgrad"),
+    "htlnet/metabalance": dict(gradient_adjustment="metabalance"),
+    "htlnet/uncertainty": dict(gradient_adjustment="uncertainty"),
+    "htlnet-no_label_embedding": dict(label_embedding=False),
+    "htlnet-no_representation": dict(representation_transfer=False),
+    "htlnet-concat": dict(fusion="concat"),
+    "htlnet-no_stop_gradient": dict(stop_gradient=False),
+    "htlnet-no_projection": dict(gradient_projection=False),
+    "htlnet-no_magnitude": dict(gradient_rescaling=False),
+    "histgb": None,
+    "rechub_shared_bottom": "SharedBottom",
+    "rechub_mmoe": "MMOE",
+    "rechub_ple": "PLE",
+}
+
+
+def split(X, Y, seed):
+    """8:1:1: the test tenth here; the estimators hold out the validation tenth (1/9 of the rest)."""
+    return train_test_split(X, Y, test_size=0.1, random_state=seed)
+
+
+def n_params(module):
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def fit_htlnet_family(params, X, Y, seed, max_iter):
+    est = HTLNetRegressor(**SIZES, **params, max_iter=max_iter, early_stopping=True,
+                          validation_fraction=1 / 9, random_state=seed)
+    t0 = time.perf_counter()
+    est.fit(X, Y)
+    seconds = time.perf_counter() - t0
+    return est.predict, seconds / est.n_iter_, n_params(est.net_.module_), est
+
+
+def _for_histgb(X):
+    """HistGradientBoosting embeds at most 255 categories: larger fields go in as ordinal codes."""
+    big = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype) and len(X[c].cat.categories) > 255]
+    return X.assign(**{c: X[c].cat.codes.astype(float) for c in big}) if big else X
+
+
+def fit_histgb(X, Y, seed):
+    models = []
+    X = _for_histgb(X)
+    t0 = time.perf_counter()
+    for j, name in enumerate(Y.columns):
+        cls = HistGradientBoostingRegressor if j == Y.shape[1] - 1 else HistGradientBoostingClassifier
+        models.append(cls(categorical_features="from_dtype", early_stopping=True, validation_fraction=1 / 9,
+                          random_state=seed).fit(X, Y[name]))
+    seconds = time.perf_counter() - t0
+
+    def predict(Xt):
+        Xt = _for_histgb(Xt)
+        return np.column_stack([m.predict_proba(Xt)[:, 1] for m in models[:-1]] + [models[-1].predict(Xt)])
+
+    return predict, float("nan"), int(sum(m.n_iter_ for m in models)), None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["hillstrom", "autoclaim", "creditcard", "charity", "funnel"])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--max-iter", type=int, default=30)
+    parser.add_argument("--n-rows", type=int, default=None, help="subsample every data set (quick runs)")
+    parser.add_argument("--funnel-rows", type=int, default=200_000)
+    parser.add_argument("--quick", action="store_true", help="2 data sets, 2,000 rows, 1 seed, 2 epochs")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.datasets, args.seeds, args.max_iter, args.n_rows = ["hillstrom", "funnel"], [0], 2, 2000
+        args.funnel_rows = 2000
+    torch.set_num_threads(1)  # one thread, so timings compare like for like on a shared machine
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        import torch_rechub  # noqa: F401
+    except ImportError:
+        print("torch-rechub is not installed (pip install torch-rechub==0.9.0): skipping its models")
+        args.models = [m for m in args.models if not isinstance(MODELS[m], str)]
+    warm = datasets.load("hillstrom", 300)  # first torch calls are slow: keep them out of the timings
+    HTLNetRegressor(max_iter=1, random_state=0).fit(*warm)
+    rows, curves = [], {}
+    for name in args.datasets:
+        try:
+            X, Y = (datasets.funnel(args.funnel_rows) if name == "funnel" else datasets.load(name, args.n_rows))
+        except FileNotFoundError as exc:
+            print(f"skipping {name}: {exc}")
+            continue
+        for seed in args.seeds:
+            X_fit, X_test, Y_fit, Y_test = split(X, Y, seed)
+            for model in args.models:
+                spec = MODELS[model]
+                if spec is None:
+                    predict, per_epoch, size, est = fit_histgb(X_fit, Y_fit, seed)
+                elif isinstance(spec, str):
+                    import rechub_peer
+
+                    predict, per_epoch, size, est = rechub_peer.fit(spec, X_fit, Y_fit, seed, args.max_iter, SIZES)
+                else:
+                    predict, per_epoch, size, est = fit_htlnet_family(spec, X_fit, Y_fit, seed, args.max_iter)
+                t0 = time.perf_counter()
+                pred = predict(X_test)
+                rows_per_s = len(X_test) / (time.perf_counter() - t0)
+                report = funnel_report(Y_test, pred).drop(columns="task")
+                metrics = {f"{t}:{m}": v for (t, m), v in report.stack().dropna().items()}
+                rows.append(dict(dataset=name, model=model, seed=seed, fit_s_per_epoch=per_epoch,
+                                 predict_rows_per_s=rows_per_s, params=size, **metrics))
+                print(f"{name} seed {seed} {model}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+                                                                 if "AUC" in k or "Gini" in k), flush=True)
+        if name == args.datasets[0] and {"htlnet", "htlnet/none"} <= set(args.models):
+            curves[name] = gradient_norm_curves(X, Y, args)
+    results = pd.DataFrame(rows)
+    results.to_csv(args.out / "results.csv", index=False)
+    (args.out / "summary.md").write_text(summary(results))
+    if curves:
+        plot_gradient_norms(curves, args.out / "gradient_norms.png")
+    print(f"\nwrote {args.out / 'results.csv'}, {args.out / 'summary.md'}")
+    return results
+
+
+def summary(results):
+    """Markdown tables: per data set, mean and std over seeds of each metric per model."""
+    out = []
+    for name, part in results.groupby("dataset", sort=False):
+        cols = [c for c in part.columns if ":" in c and part[c].notna().any()]
+        cols += ["fit_s_per_epoch", "predict_rows_per_s", "params"]
+        stats = part.groupby("model", sort=False)[cols].agg(["mean", "std"])
+        table = pd.DataFrame(index=stats.index)
+        for c in cols:
+            mean, std = stats[(c, "mean")], stats[(c, "std")]
+            fmt = "{:.0f}" if c in ("predict_rows_per_s", "params") else "{:.4f}"
+            table[c] = [fmt.format(m) + ("" if np.isnan(s) else f" ± {fmt.format(s)}") for m, s in zip(mean, std)]
+        out.append(f"### {name} ({part['seed'].nunique()} seeds)\n\n{table.to_markdown()}\n")
+    return "\n".join(out)
+
+
+def gradient_norm_curves(X, Y, args):
+    """Per-task gradient norms on the shared embedding during training, with and without the rule."""
+    X_fit, _, Y_fit, _ = split(X, Y, args.seeds[0])
+    curves = {}
+    for label, rule in [("with the rule", "htlnet"), ("without (plain sum)", "none")]:
+        est = HTLNetRegressor(**SIZES, gradient_adjustment=rule, max_iter=args.max_iter, early_stopping=False,
+                              random_state=args.seeds[0], net_kwargs={"record_gradient_norms": True}).fit(X_fit, Y_fit)
+        curves[label] = {
+            name: [np.mean([b[f"grad_norm_{name}"] for b in epoch["batches"]]) for epoch in est.history_]
+            for name in est.target_names_
+        }
+    return curves
+
+
+def plot_gradient_norms(curves, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    name, data = next(iter(curves.items()))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, (label, norms) in zip(axes, data.items()):
+        for task, values in norms.items():
+            ax.plot(range(1, len(values) + 1), values, marker="o", label=task)
+        ax.set(title=f"{name}: {label}", xlabel="epoch", ylabel="mean gradient norm on the shared embedding",
+               yscale="log")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

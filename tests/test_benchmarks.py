@@ -1,0 +1,37 @@
+"""The benchmark scripts run end to end in their quick modes, so they cannot rot."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_quick_mode(tmp_path):
+    pytest.importorskip("matplotlib")
+    compare = _load("compare")
+    results = compare.main(["--quick", "--out", str(tmp_path)])
+    expected = set(compare.MODELS)
+    if importlib.util.find_spec("torch_rechub") is None:
+        expected = {m for m in expected if not m.startswith("rechub")}
+    assert set(results["model"]) == expected
+    assert set(results["dataset"]) == {"hillstrom", "funnel"}
+    for _, part in results.groupby("dataset"):  # each data set has its own target names
+        auc = part.filter(like=":AUC").dropna(axis=1, how="all")
+        assert auc.shape[1] == 2 and auc.notna().all().all() and ((auc > 0) & (auc < 1)).all().all()
+    assert (results["params"] > 0).all() and (results["predict_rows_per_s"] > 0).all()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "### hillstrom" in summary and "htlnet-no_stop_gradient" in summary
+    assert (tmp_path / "gradient_norms.png").stat().st_size > 10_000
+    assert len(pd.read_csv(tmp_path / "results.csv")) == len(results)
