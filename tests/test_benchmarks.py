@@ -35,3 +35,13 @@ def test_compare_quick_mode(tmp_path):
     assert "### hillstrom" in summary and "htlnet-no_stop_gradient" in summary
     assert (tmp_path / "gradient_norms.png").stat().st_size > 10_000
     assert len(pd.read_csv(tmp_path / "results.csv")) == len(results)
+
+
+def test_speed_quick_mode(tmp_path):
+    speed = _load("speed")
+    table, ratios = speed.main(["--quick", "--out", str(tmp_path)])
+    assert list(table.index) == [5000]
+    measured = ratios.drop(columns=[c for c in ratios.columns if "rechub" in c and ratios[c].isna().all()])
+    assert measured.notna().all().all()
+    assert (table.filter(like="_s") > 0).all().all()
+    assert (tmp_path / "speed_quick.csv").exists()
