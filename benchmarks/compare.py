@@ -110,6 +110,8 @@ def main(argv=None):
     parser.add_argument("--funnel-rows", type=int, default=200_000)
     parser.add_argument("--quick", action="store_true", help="2 data sets, 2,000 rows, 1 seed, 2 epochs")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in --out/results.csv")
+    parser.add_argument("--no-curves", action="store_true", help="skip the gradient-norm figure")
     args = parser.parse_args(argv)
     if args.quick:
         args.datasets, args.seeds, args.max_iter, args.n_rows = ["hillstrom", "funnel"], [0], 2, 2000
@@ -123,7 +125,10 @@ def main(argv=None):
         args.models = [m for m in args.models if not isinstance(MODELS[m], str)]
     warm = datasets.load("hillstrom", 300)  # first torch calls are slow: keep them out of the timings
     HTLNetRegressor(max_iter=1, random_state=0).fit(*warm)
-    rows, curves = [], {}
+    done_path = args.out / "results.csv"
+    rows = pd.read_csv(done_path).to_dict("records") if args.resume and done_path.exists() else []
+    done = {(r["dataset"], r["model"], int(r["seed"])) for r in rows}
+    curves = {}
     for name in args.datasets:
         try:
             X, Y = (datasets.funnel(args.funnel_rows) if name == "funnel" else datasets.load(name, args.n_rows))
@@ -133,6 +138,8 @@ def main(argv=None):
         for seed in args.seeds:
             X_fit, X_test, Y_fit, Y_test = split(X, Y, seed)
             for model in args.models:
+                if (name, model, seed) in done:
+                    continue
                 spec = MODELS[model]
                 if spec is None:
                     predict, per_epoch, size, est = fit_histgb(X_fit, Y_fit, seed)
@@ -151,10 +158,11 @@ def main(argv=None):
                                  predict_rows_per_s=rows_per_s, params=size, **metrics))
                 print(f"{name} seed {seed} {model}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
                                                                  if "AUC" in k or "Gini" in k), flush=True)
-        if name == args.datasets[0] and {"htlnet", "htlnet/none"} <= set(args.models):
+                pd.DataFrame(rows).to_csv(done_path, index=False)  # after every fit: a long run can resume
+        if name == "hillstrom" and not args.no_curves and {"htlnet", "htlnet/none"} <= set(args.models):
             curves[name] = gradient_norm_curves(X, Y, args)
     results = pd.DataFrame(rows)
-    results.to_csv(args.out / "results.csv", index=False)
+    results.to_csv(done_path, index=False)
     (args.out / "summary.md").write_text(summary(results))
     if curves:
         plot_gradient_norms(curves, args.out / "gradient_norms.png")
