@@ -6,13 +6,13 @@ PIP := $(PY) -m pip
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install demo test test-min clean
+.PHONY: install demo test test-min docs clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet "$(TORCH_PIN)"
-	$(PIP) install --quiet -e ".[demo,test]"
+	$(PIP) install --quiet -e ".[demo,test,docs]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -22,6 +22,18 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The documentation site (docs/: Sphinx, numpydoc, sphinx-gallery, myst-parser) in docs/_build/html,
+# warnings as errors. The gallery examples run in their quick mode (a subsample, two epochs);
+# `make docs DOCS_QUICK=0` runs them at full size. `make test` builds the same site
+# (tests/test_docs.py, in a temporary folder).
+DOCS_QUICK ?= 1
+DOCS_GENERATED := docs/_build docs/generated docs/auto_examples docs/gen_modules docs/sg_execution_times.rst
+
+docs: install
+	rm -rf $(DOCS_GENERATED)
+	SK_HTLNET_DOCS_QUICK=$(DOCS_QUICK) $(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+	@echo "Documentation: docs/_build/html/index.html"
 
 # The oldest supported versions (requirements-min.txt, docs/install.md) in a venv of their own,
 # rebuilt from scratch whenever requirements-min.txt or pyproject.toml changes.
@@ -43,4 +55,4 @@ test-min: $(VENV_MIN)/.installed
 	$(PY_MIN) -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(VENV_MIN) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_MIN) build *.egg-info .pytest_cache $(DOCS_GENERATED)

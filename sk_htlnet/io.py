@@ -28,6 +28,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+__all__ = ["ModelFileError", "load_model", "save_model"]
+
 FORMAT = "sk_htlnet-model"
 VERSION = 1
 _MEMBERS = {"config.json", "weights.safetensors", "manifest.json"}

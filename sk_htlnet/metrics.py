@@ -184,7 +184,7 @@ def normalized_gini(y_true, y_pred, *, sample_weight=None):
 
 
 def nrmse(y_true, y_pred, *, sample_weight=None):
-    r"""Normalised root mean squared error, :math:`\mathrm{RMSE} / \mathrm{std}(y)`.
+    r"""Normalised root mean squared error, RMSE / std(y).
 
     .. math:: \sqrt{\tfrac1n \sum_i (y_i - \hat y_i)^2} \Big/
               \sqrt{\tfrac1n \sum_i (y_i - \bar y)^2}
@@ -221,7 +221,7 @@ def nrmse(y_true, y_pred, *, sample_weight=None):
 
 
 def nmae(y_true, y_pred, *, sample_weight=None):
-    r"""Normalised mean absolute error, :math:`\mathrm{MAE} / \mathrm{mean}(|y|)`.
+    r"""Normalised mean absolute error, MAE / mean(abs(y)).
 
     .. math:: \sum_i |y_i - \hat y_i| \Big/ \sum_i |y_i|
 

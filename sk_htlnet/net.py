@@ -15,6 +15,8 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.nn import functional as F
 
+__all__ = ["BatchIterator", "FunnelDataset", "FunnelValidSplit", "HybridLoss", "HybridNet"]
+
 INPUT_KEYS = ("cat", "num", "num_missing")
 
 

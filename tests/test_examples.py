@@ -54,3 +54,27 @@ def test_grid_search_quick_mode(capsys):
     assert "held-out test split" in printed
     for name in ("visit", "conversion", "spend"):
         assert any(line.startswith(name) for line in printed.splitlines())
+
+
+def test_tune_with_optuna_quick_mode(tmp_path, capsys):
+    optuna = pytest.importorskip("optuna")
+    pytest.importorskip("optuna_integration")
+    pytest.importorskip("matplotlib")
+    example = _load("tune_with_optuna")
+    result = example.main(["--n-rows", "4000", "--n-trials", "5", "--max-iter", "2",
+                           "--out-dir", str(tmp_path / "plots")])
+    printed = capsys.readouterr().out
+    study = result["study"]
+    assert len(study.trials) == 5 and study.direction == optuna.study.StudyDirection.MAXIMIZE
+    states = {t.state for t in study.trials}
+    assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert all(t.intermediate_values for t in study.trials)  # the pruning callback reported
+    assert f"Best trial #{study.best_trial.number}" in printed and "Best parameters:" in printed
+    assert "held-out test split" in printed
+    report = result["report"]
+    assert list(report.index) == ["visit", "conversion", "spend"]
+    assert np.isfinite(report.loc["spend", ["NRMSE", "NMAE", "Gini", "Spearman"]].astype(float)).all()
+    assert [p.name for p in result["plots"]] == ["optuna_history.png", "optuna_importances.png"]
+    for path in result["plots"]:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+        assert f"Saved {path}" in printed

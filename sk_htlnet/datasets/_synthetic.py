@@ -86,8 +86,7 @@ def make_funnel(
         independently per cell. A missing value contributes nothing to the
         scores, so the targets depend on the features *as observed* and the
         truth stays exact. Categorical fields are never missing.
-    random_state : int, numpy.random.Generator, numpy.random.RandomState or None, \
-default=None
+    random_state : int, Generator, RandomState or None, default=None
         Seed for everything (effect tables, intercepts, rows). The same
         integer always gives identical output. For train and test sets of the
         same funnel, generate once and split: another seed draws another

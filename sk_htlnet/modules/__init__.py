@@ -22,6 +22,7 @@ ARCHITECTURES = {
     "esmm": ESMM,
     "aitm": AITM,
 }
+"""Model class of each ``architecture`` name of :class:`~sk_htlnet.HTLNetRegressor`."""
 
 __all__ = [
     "AITM", "ARCHITECTURES", "ESMM", "HTLNet", "InformationFusion", "LabelEmbedding", "MMoE",

@@ -13,6 +13,8 @@ from torch import nn
 from .embedding import SharedEmbedding
 from .tower import Tower
 
+__all__ = ["MultiTaskModel"]
+
 
 class MultiTaskModel(nn.Module):
     """Base class: shared embedding, ``forward`` = ``forward_from_embedding(embed(...))``.
