@@ -112,7 +112,20 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --out/results.csv")
     parser.add_argument("--no-curves", action="store_true", help="skip the gradient-norm figure")
+    parser.add_argument("--summarize", action="store_true",
+                        help="only rewrite --out/summary.md from --out/results.csv")
+    parser.add_argument("--curves-only", action="store_true",
+                        help="only draw --out/gradient_norms.png (Hillstrom, first seed)")
     args = parser.parse_args(argv)
+    if args.summarize:
+        results = pd.read_csv(args.out / "results.csv")
+        (args.out / "summary.md").write_text(summary(results))
+        return results
+    if args.curves_only:
+        torch.set_num_threads(1)
+        plot_gradient_norms({"hillstrom": gradient_norm_curves(*datasets.load("hillstrom"), args)},
+                            args.out / "gradient_norms.png")
+        return None
     if args.quick:
         args.datasets, args.seeds, args.max_iter, args.n_rows = ["hillstrom", "funnel"], [0], 2, 2000
         args.funnel_rows = 2000
@@ -171,9 +184,15 @@ def main(argv=None):
 
 
 def summary(results):
-    """Markdown tables: per data set, mean and std over seeds of each metric per model."""
+    """Markdown tables: per data set, mean and std over seeds of each metric per model.
+
+    Only seeds on which every model of the data set has run are used (a resumed run may have
+    finished some models of a seed and not others)."""
     out = []
     for name, part in results.groupby("dataset", sort=False):
+        n_models = part["model"].nunique()
+        complete = part.groupby("seed")["model"].nunique()
+        part = part[part["seed"].isin(complete.index[complete == n_models])]
         cols = [c for c in part.columns if ":" in c and part[c].notna().any()]
         cols += ["fit_s_per_epoch", "predict_rows_per_s", "params"]
         stats = part.groupby("model", sort=False)[cols].agg(["mean", "std"])
