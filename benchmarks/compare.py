@@ -86,12 +86,10 @@ def _for_histgb(X):
 def fit_histgb(X, Y, seed):
     models = []
     X = _for_histgb(X)
-    t0 = time.perf_counter()
     for j, name in enumerate(Y.columns):
         cls = HistGradientBoostingRegressor if j == Y.shape[1] - 1 else HistGradientBoostingClassifier
         models.append(cls(categorical_features="from_dtype", early_stopping=True, validation_fraction=1 / 9,
                           random_state=seed).fit(X, Y[name]))
-    seconds = time.perf_counter() - t0
 
     def predict(Xt):
         Xt = _for_histgb(Xt)

@@ -20,7 +20,6 @@ Writes ``--out``/speed.csv and prints the ratio tables.
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time

@@ -43,7 +43,6 @@ def fit_htlnet(X_fit, Y_fit, seed, verbose, max_iter):
 
 def fit_gradient_boosting(X_fit, Y_fit, seed):
     """One HistGradientBoosting model per task, the same 1/9 of the fitting rows for early stopping."""
-    preds = []
     models = []
     for name in Y_fit.columns:
         y = Y_fit[name]

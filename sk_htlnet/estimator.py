@@ -18,7 +18,7 @@ from skorch.callbacks import Callback, Checkpoint, EarlyStopping, LoadInitState
 
 from .gradient import GRADIENT_ADJUSTMENTS, get_strategy
 from .modules import ARCHITECTURES
-from .net import FunnelDataset, FunnelValidSplit, HybridLoss, HybridNet, TrainingDivergedError
+from .net import FunnelDataset, FunnelValidSplit, HybridLoss, HybridNet
 from .preprocessing import FeatureEncoder
 
 _EPS_RATE = 1e-4
@@ -668,6 +668,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         ValueError
             If X and y differ in length, a stage holds values other than 0/1/NaN or a single class,
             the core target is infinite or never observed, or a parameter is invalid.
+        sk_htlnet.TrainingDivergedError
+            If a task's training loss becomes NaN or infinite; the estimator is then left unfitted.
         """
         with self._threads():
             return self._fit(X, y, sample_weight)

@@ -18,13 +18,11 @@ cannot carry code.
 """
 
 import hashlib
-import io
 import json
 import zipfile
 
 import numpy as np
 import pandas as pd
-import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 

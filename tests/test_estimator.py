@@ -1,7 +1,6 @@
 """HTLNetRegressor end to end: shapes, losses, the adjusted train step, determinism, learning."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
