@@ -212,9 +212,7 @@ def nrmse(y_true, y_pred, *, sample_weight=None):
     y, p, w = _labelled(y_true, y_pred, sample_weight)
     if y.size == 0 or np.ptp(y) == 0:
         return _undefined("NRMSE is undefined: y_true is constant or empty.")
-    if w is None:
-        return float(np.sqrt(np.mean((y - p) ** 2)) / np.std(y))
-    mean = np.average(y, weights=w)
+    mean = np.average(y, weights=w)  # weights=None: the plain mean and population variance
     return float(
         np.sqrt(np.average((y - p) ** 2, weights=w) / np.average((y - mean) ** 2, weights=w))
     )
