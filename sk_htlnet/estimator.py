@@ -18,7 +18,8 @@ from skorch.callbacks import Callback, Checkpoint, EarlyStopping, LoadInitState
 
 from .gradient import GRADIENT_ADJUSTMENTS, get_strategy
 from .modules import ARCHITECTURES
-from .net import FunnelDataset, FunnelValidSplit, HybridLoss, HybridNet
+from .modules.embedding import NUMERIC_ENCODINGS
+from .net import CORE_LOSSES, FunnelDataset, FunnelValidSplit, HybridLoss, HybridNet, core_mean
 from .preprocessing import FeatureEncoder
 
 _EPS_RATE = 1e-4
@@ -116,6 +117,27 @@ def _centered_isotonic(x, y, w):
     return centres, values[first]
 
 
+def _core_prior(z, core_loss, sample_weight=None):
+    """Initial core-head bias for a likelihood loss, from the scaled core target z >= 0 (NaN = missing).
+
+    "tweedie": log of the mean.  "ziln": [logit of P(z > 0), mean and softplus^-1 of the standard
+    deviation of log z over the positive rows].
+    """
+    w = np.ones_like(z) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    ok = ~np.isnan(z)
+    if core_loss == "tweedie":
+        return float(np.log(max(np.average(z[ok], weights=w[ok]) if w[ok].sum() > 0 else 1.0, 1e-6)))
+    positive = ok & (z > 0)
+    rate = np.clip(np.average(positive[ok], weights=w[ok]) if w[ok].sum() > 0 else 0.5, _EPS_RATE, 1 - _EPS_RATE)
+    mu, sigma = 0.0, 1.0
+    if positive.any() and w[positive].sum() > 0:
+        log_z = np.log(z[positive])
+        mu = float(np.average(log_z, weights=w[positive]))
+        sigma = float(np.sqrt(np.average((log_z - mu) ** 2, weights=w[positive]))) or 1.0
+    sigma = max(sigma, 1e-2)
+    return [float(np.log(rate / (1 - rate))), mu, float(np.log(np.expm1(sigma)))]
+
+
 def _weighted_nanmean(values, sample_weight=None):
     """Mean of the non-NaN values, weighted if weights are given (float)."""
     ok = ~np.isnan(values)
@@ -198,6 +220,17 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         string or object dtype; an array has none unless listed here.
     embedding_dim : int, default=16
         Size of each field's embedding.
+    numeric_encoding : {"linear", "quantile", "piecewise_linear", "periodic"}, default="linear"
+        How numeric columns enter the shared embedding (standardised and clipped to the training
+        range first): "linear" ``x W_j + b_j``; "quantile" one learned row per training-quantile
+        bucket (``n_bins``), like a categorical field; "piecewise_linear" Gorishniy et al.'s (2022)
+        piecewise-linear encoding over the same quantile bins, then a linear map; "periodic" their
+        PLR embedding (trainable sin/cos frequencies, linear, ReLU).  Bin edges are learned in
+        ``fit`` from the training rows and reused by ``predict``.  Missing values always get their
+        own learned vector.
+    n_bins : int, default=16
+        Maximum number of quantile bins per numeric column for "quantile" and "piecewise_linear"
+        (columns with fewer distinct values get fewer).
     tower_units : tuple of int, default=(128, 64, 32)
         Hidden widths of every task tower (AITM's sizes).
     label_embedding_dim : int, default=16
@@ -219,6 +252,16 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         value is >= 0 (amounts: zero-inflated, heavy-tailed) and "standardize" otherwise.
         Predictions are always in the target's units and estimate the conditional mean (with
         "log1p", through ``retransformation``).
+    core_loss : {"mse", "ziln", "tweedie"}, default="mse"
+        Loss of the core target.  "mse" (the paper's) on the ``target_transform`` scale; "ziln" the
+        zero-inflated lognormal likelihood (Wang et al., 2019: a probability of a positive amount
+        and lognormal parameters ``mu``, ``sigma``; ``predict`` returns ``p exp(mu + sigma^2 / 2)``);
+        "tweedie" the Tweedie likelihood with log link and power ``tweedie_power`` (``predict``
+        returns ``exp(eta)``).  "ziln" and "tweedie" need a core target >= 0 and model it in its
+        own units (``target_transform`` must be "auto" or "none"; internally it is divided by its
+        training mean for conditioning).  Which estimates what: docs/user_guide/targets.
+    tweedie_power : float in (1, 2), default=1.5
+        Power of the Tweedie variance function (near 1: Poisson-like; near 2: Gamma-like).
     retransformation : {"isotonic", "smearing"}, default="isotonic"
         With ``target_transform="log1p"``, how predictions on the log scale are mapped back to the
         conditional mean, fitted on the training rows: "isotonic" (centered isotonic regression of
@@ -294,7 +337,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     n_stages_ : int
         Number k of binary stages.
     target_transform_ : str
-        The transform used ("auto" resolved).
+        The transform used ("auto" resolved; "none" for ``core_loss`` "ziln" and "tweedie").
     net_ : HybridNet
         The fitted skorch net.
     history_ : skorch.History
@@ -319,6 +362,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "gradient_adjustment": [StrOptions(set(GRADIENT_ADJUSTMENTS))],
         "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
         "embedding_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "numeric_encoding": [StrOptions(set(NUMERIC_ENCODINGS))],
+        "n_bins": [Interval(numbers.Integral, 2, None, closed="left")],
         "tower_units": ["array-like"],
         "label_embedding_dim": [Interval(numbers.Integral, 1, None, closed="left")],
         "fusion_dim": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -328,6 +373,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "relax_factor": [Interval(numbers.Real, 0, 1, closed="both")],
         "clip_ratio": [Interval(numbers.Real, 1, None, closed="left")],
         "target_transform": [StrOptions({"auto", "none", "standardize", "log1p"})],
+        "core_loss": [StrOptions(set(CORE_LOSSES))],
+        "tweedie_power": [Interval(numbers.Real, 1, 2, closed="neither")],
         "retransformation": [StrOptions({"isotonic", "smearing"})],
         "task_weights": ["array-like", None],
         "stage_pos_weight": [Interval(numbers.Real, 0, None, closed="neither"), "array-like", None],
@@ -363,6 +410,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         gradient_adjustment="htlnet",
         categorical_features="from_dtype",
         embedding_dim=16,
+        numeric_encoding="linear",
+        n_bins=16,
         tower_units=(128, 64, 32),
         label_embedding_dim=16,
         fusion_dim=32,
@@ -372,6 +421,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         relax_factor=0.1,
         clip_ratio=10.0,
         target_transform="auto",
+        core_loss="mse",
+        tweedie_power=1.5,
         retransformation="isotonic",
         task_weights=None,
         stage_pos_weight=None,
@@ -403,6 +454,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.gradient_adjustment = gradient_adjustment
         self.categorical_features = categorical_features
         self.embedding_dim = embedding_dim
+        self.numeric_encoding = numeric_encoding
+        self.n_bins = n_bins
         self.tower_units = tower_units
         self.label_embedding_dim = label_embedding_dim
         self.fusion_dim = fusion_dim
@@ -412,6 +465,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.relax_factor = relax_factor
         self.clip_ratio = clip_ratio
         self.target_transform = target_transform
+        self.core_loss = core_loss
+        self.tweedie_power = tweedie_power
         self.retransformation = retransformation
         self.task_weights = task_weights
         self.stage_pos_weight = stage_pos_weight
@@ -548,15 +603,22 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         priors = np.log(rates / (1 - rates)) + (np.log(pos) if pos is not None else 0.0)
         core = y_transformed[:, k]
         core_var = _weighted_nanmean((core - means[k]) ** 2, sample_weight) or 1.0
+        core_prior = float(means[k])
+        if self.core_loss != "mse":
+            core_var = 1.0  # likelihoods are already free of the target's units
+            core_prior = _core_prior(core, self.core_loss, sample_weight)
+        embedding = self._encoder.embedding_spec()
         module = dict(
-            cardinalities=[int(c) for c in self._encoder.cardinalities_],
-            n_numeric=len(self._encoder.mean_),
+            cardinalities=embedding["cardinalities"],
+            n_numeric=embedding["n_numeric"],
+            numeric_encoding=embedding["numeric_encoding"],
+            numeric_edges=embedding["numeric_edges"],
             n_stages=k,
             embedding_dim=int(self.embedding_dim),
             tower_units=list(units),
             dropout=float(self.dropout),
             stage_logit_priors=[float(v) for v in np.atleast_1d(priors)] if k else [],
-            core_prior=float(means[k]),
+            core_prior=core_prior,
         )
         if self.architecture == "htlnet":
             module.update(
@@ -579,6 +641,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             task_weights=None if weights is None else weights.tolist(),
             pos_weight=None if pos is None else pos.tolist(),
             uncertainty=self.gradient_adjustment == "uncertainty",
+            core_loss=self.core_loss,
+            tweedie_power=float(self.tweedie_power),
         )
         return {"architecture": self.architecture, "module": module, "criterion": criterion}
 
@@ -700,7 +764,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             encoder = self._encoder
             inputs = encoder.transform(X)
         else:
-            encoder = FeatureEncoder(self.categorical_features)
+            encoder = FeatureEncoder(self.categorical_features, self.numeric_encoding, self.n_bins)
             inputs = encoder.fit_transform(X)
         n_rows = inputs["cat"].shape[0]
         values, names, was_1d = self._check_targets(y, n_rows)
@@ -717,11 +781,10 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self.target_names_ = names
             self.n_stages_ = k
             self._y_1d = was_1d
-            transform = self.target_transform
-            if transform == "auto":
-                transform = "log1p" if np.nanmin(values[:, k]) >= 0 else "standardize"
-            self.target_transform_ = transform
+            self.target_transform_ = transform = self._resolve_target_transform(values[:, k], names[k])
             self._core_transform = _CoreTransform(transform, self.retransformation).fit(values[:, k])
+            if self.core_loss != "mse":  # condition the likelihood: amounts in units of their mean
+                self._core_transform.std = _weighted_nanmean(values[:, k], sample_weight) or 1.0
         y_model[:, k] = self._core_transform.forward(values[:, k])  # the scale the loss sees
         dataset = FunnelDataset(
             inputs["cat"], inputs["num"], inputs["num_missing"], y_model.astype(np.float32), sample_weight
@@ -743,8 +806,27 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.history_ = self.net_.history
         self.n_iter_ = len(self.history_)
         raw = self._forward(dataset)
-        self._core_transform.fit_retransformation(values[:, k], raw[:, k], sample_weight)
+        self._core_transform.fit_retransformation(values[:, k], core_mean(raw[:, k:], self.core_loss), sample_weight)
         return self
+
+    def _resolve_target_transform(self, core, name):
+        """target_transform with "auto" resolved; checks it against ``core_loss`` and the data."""
+        transform = self.target_transform
+        if self.core_loss != "mse":
+            if transform not in ("auto", "none"):
+                raise ValueError(
+                    f"core_loss={self.core_loss!r} models the core target in its own units; "
+                    f"target_transform must be 'auto' or 'none', got {transform!r}"
+                )
+            if np.nanmin(core) < 0:
+                raise ValueError(
+                    f"core_loss={self.core_loss!r} needs a core target >= 0, but column {name!r} has "
+                    f"values down to {np.nanmin(core):g}; use core_loss='mse'"
+                )
+            return "none"
+        if transform == "auto":
+            transform = "log1p" if np.nanmin(core) >= 0 else "standardize"
+        return transform
 
     def partial_fit(self, X, y, sample_weight=None):
         """Train for one epoch on (X, y), starting from the current weights if fitted.
@@ -826,7 +908,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         k = self.n_stages_
         pred = np.empty_like(raw)
         pred[:, :k] = 1.0 / (1.0 + np.exp(-raw[:, :k]))
-        pred[:, k] = self._core_transform.inverse(raw[:, k])
+        pred = pred[:, : k + 1]
+        pred[:, k] = self._core_transform.inverse(core_mean(raw[:, k:], self.core_loss))
         bad = ~np.isfinite(pred).all(axis=1)
         if bad.any():
             raise FloatingPointError(

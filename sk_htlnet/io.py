@@ -131,6 +131,7 @@ def save_model(estimator, path):
             "scale": enc.scale_.tolist(),
             "min": enc.min_.tolist(),
             "max": enc.max_.tolist(),
+            "bin_edges": [e.tolist() for e in enc.bin_edges_],
             "target_names": list(estimator.target_names_),
             "y_1d": bool(estimator._y_1d),
             "target_transform": estimator.target_transform_,
@@ -207,7 +208,7 @@ def load_model(path):
         fitted = config["fitted"]
         est = HTLNetRegressor(**config["params"])
         est._validate_params()
-        enc = FeatureEncoder(est.categorical_features)
+        enc = FeatureEncoder(est.categorical_features, est.numeric_encoding, est.n_bins)
         enc._columns = [_decode_value(c) for c in fitted["columns"]]
         enc.categorical_mask_ = np.asarray(fitted["categorical_mask"], dtype=bool)
         enc._cat_cols = [c for c, m in zip(enc._columns, enc.categorical_mask_) if m]
@@ -220,6 +221,7 @@ def load_model(path):
         enc.scale_ = np.asarray(fitted["scale"], dtype=np.float64)
         enc.min_ = np.asarray(fitted["min"], dtype=np.float64)
         enc.max_ = np.asarray(fitted["max"], dtype=np.float64)
+        enc.bin_edges_ = [np.asarray(e, dtype=np.float64) for e in fitted.get("bin_edges", [[]] * len(enc.mean_))]
         est._encoder = enc
         est.n_features_in_ = int(fitted["n_features_in"])
         if fitted["feature_names_in"] is not None:

@@ -15,7 +15,8 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["BatchIterator", "FunnelDataset", "FunnelValidSplit", "HybridLoss", "HybridNet"]
+__all__ = ["CORE_LOSSES", "BatchIterator", "FunnelDataset", "FunnelValidSplit", "HybridLoss", "HybridNet",
+           "core_loss_width", "core_mean"]
 
 INPUT_KEYS = ("cat", "num", "num_missing")
 
@@ -125,8 +126,42 @@ class FunnelValidSplit:
         return dataset.subset(np.sort(train_idx)), dataset.subset(np.sort(valid_idx))
 
 
+CORE_LOSSES = ("mse", "ziln", "tweedie")
+_HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
+
+
+def core_loss_width(core_loss):
+    """Outputs of the core head each core loss needs: 3 for "ziln" (logit, mu, sigma), else 1."""
+    return 3 if core_loss == "ziln" else 1
+
+
+def ziln_parameters(out):
+    """(logit, mu, sigma) of the zero-inflated lognormal from the core head's 3 outputs (..., 3)."""
+    logit, mu, raw_sigma = out.unbind(-1)
+    return logit, mu, F.softplus(raw_sigma).clamp(min=1e-3, max=20.0)
+
+
+def core_mean(out, core_loss):
+    """Conditional mean of the (scaled) core target from the core head's outputs, float (n,).
+
+    "mse": the output itself.  "ziln": ``sigmoid(logit) * exp(mu + sigma^2 / 2)`` (the mean of a
+    lognormal times the probability of a positive amount; Wang et al., 2019).  "tweedie": ``exp(eta)``
+    (log link).  Works on torch tensors and NumPy arrays alike.
+    """
+    if core_loss == "mse":
+        return out[..., 0]
+    is_torch = isinstance(out, torch.Tensor)
+    t = out if is_torch else torch.as_tensor(out)
+    if core_loss == "ziln":
+        logit, mu, sigma = ziln_parameters(t)
+        mean = torch.sigmoid(logit) * torch.exp((mu + 0.5 * sigma**2).clamp(max=80.0))
+    else:
+        mean = torch.exp(t[..., 0].clamp(max=80.0))
+    return mean if is_torch else mean.numpy()
+
+
 class HybridLoss(nn.Module):
-    """Per-task losses for hybrid targets (HTLNet §3): BCE for each stage, MSE for the core target.
+    """Per-task losses for hybrid targets (HTLNet §3): BCE for each stage, ``core_loss`` for the core.
 
     Parameters
     ----------
@@ -142,17 +177,34 @@ class HybridLoss(nn.Module):
     uncertainty : bool, default=False
         Learn Kendall et al.'s (2018) per-task log-variances ``s_t`` and optimise
         ``exp(-s) L + s / 2`` per stage and ``exp(-s) L / 2 + s / 2`` for the core (see :meth:`objective`).
+    core_loss : {"mse", "ziln", "tweedie"}, default="mse"
+        Loss of the core target y (a non-negative amount for "ziln" and "tweedie"):
+
+        - "mse": ``(out - y)^2`` (HTLNet §3);
+        - "ziln": the negative log-likelihood of the zero-inflated lognormal (Wang et al., 2019,
+          "A Deep Probabilistic Model for Customer Lifetime Value Prediction", eq. 2-4): the BCE of
+          ``1[y > 0]`` on ``logit``, plus, for ``y > 0``,
+          ``log y + log sigma + log(2 pi) / 2 + (log y - mu)^2 / (2 sigma^2)``;
+        - "tweedie": the Tweedie negative log-likelihood with log link and power ``p`` (up to terms
+          free of the prediction; Jorgensen, 1987): ``-y exp((1 - p) eta) / (1 - p) + exp((2 - p) eta) / (2 - p)``.
+    tweedie_power : float in (1, 2), default=1.5
 
     Notes
     -----
-    ``forward(y_pred, y_true, sample_weight=None)`` takes float32 (batch, k + 1) stage logits and core
-    prediction, float32 (batch, k + 1) labels with NaN for missing, and optional float32 (batch,)
-    row weights; returns float32 (k + 1,) per-task (weighted) mean losses over the observed labels.
-    A task with no observed label in the batch gets loss 0 and no gradient.
+    ``forward(y_pred, y_true, sample_weight=None)`` takes float32 (batch, k + m) stage logits and the
+    core head's m outputs (:func:`core_loss_width`), float32 (batch, k + 1) labels with NaN for
+    missing, and optional float32 (batch,) row weights; returns float32 (k + 1,) per-task (weighted)
+    mean losses over the observed labels.  A task with no observed label in the batch gets loss 0
+    and no gradient.
     """
 
-    def __init__(self, n_stages, core_scale=1.0, task_weights=None, pos_weight=None, uncertainty=False):
+    def __init__(self, n_stages, core_scale=1.0, task_weights=None, pos_weight=None, uncertainty=False,
+                 core_loss="mse", tweedie_power=1.5):
         super().__init__()
+        if core_loss not in CORE_LOSSES:
+            raise ValueError(f"core_loss must be one of {CORE_LOSSES}, got {core_loss!r}")
+        self.core_loss = core_loss
+        self.tweedie_power = float(tweedie_power)
         self.log_vars = nn.Parameter(torch.zeros(int(n_stages) + 1)) if uncertainty else None
         pos = torch.ones(int(n_stages)) if pos_weight is None else pos_weight
         self.register_buffer("pos_weight", torch.as_tensor(pos, dtype=torch.float32))
@@ -173,6 +225,21 @@ class HybridLoss(nn.Module):
             terms = scale * torch.exp(-self.log_vars) * terms + 0.5 * self.log_vars
         return terms
 
+    def core_per_row(self, out, y):
+        """Per-row core loss, (batch,), for the core head's outputs ``out`` (batch, m) and labels y."""
+        if self.core_loss == "mse":
+            return (out[:, 0] - y) ** 2
+        if self.core_loss == "ziln":
+            logit, mu, sigma = ziln_parameters(out)
+            positive = y > 0
+            bce = F.binary_cross_entropy_with_logits(logit, positive.to(out.dtype), reduction="none")
+            log_y = torch.log(torch.where(positive, y, torch.ones_like(y)))
+            nll = log_y + torch.log(sigma) + _HALF_LOG_2PI + 0.5 * ((log_y - mu) / sigma) ** 2
+            return bce + torch.where(positive, nll, torch.zeros_like(nll))
+        p = self.tweedie_power
+        eta = out[:, 0].clamp(-40.0, 40.0)
+        return -y * torch.exp((1 - p) * eta) / (1 - p) + torch.exp((2 - p) * eta) / (2 - p)
+
     def forward(self, y_pred, y_true, sample_weight=None):
         observed = ~torch.isnan(y_true)
         target = torch.where(observed, y_true, torch.zeros_like(y_true))
@@ -182,7 +249,7 @@ class HybridLoss(nn.Module):
                 F.binary_cross_entropy_with_logits(
                     y_pred[:, :k], target[:, :k], pos_weight=self.pos_weight, reduction="none"
                 ),
-                (y_pred[:, k:] - target[:, k:]) ** 2,
+                self.core_per_row(y_pred[:, k:], target[:, k]).unsqueeze(1),
             ],
             dim=1,
         )

@@ -6,8 +6,10 @@ columns are standardised with the training mean and standard deviation and clipp
 range (so a value far outside it is treated like the nearest value seen, as a tree would; it cannot
 blow the network up); missing numeric values
 (NaN / ``pd.NA``) are flagged and embedded by a learned per-field vector, so they need no imputation
-(as HistGradientBoosting handles missing values natively).  Everything is vectorised through pandas
-hash tables: no per-row Python.
+(as HistGradientBoosting handles missing values natively).  With ``numeric_encoding="quantile"`` or
+``"piecewise_linear"`` the encoder also learns bin edges per numeric column from training quantiles;
+"quantile" then encodes every numeric column as a categorical field of bucket ids.  Everything is
+vectorised through pandas hash tables and NumPy: no per-row Python.
 """
 
 import numbers
@@ -43,6 +45,13 @@ class FeatureEncoder:
         "from_dtype": DataFrame columns whose dtype is not numeric or bool (category, string, object)
         are categorical; for arrays, none are.  Otherwise the names (DataFrame only), indices or
         boolean mask of the categorical columns.
+    numeric_encoding : {"linear", "quantile", "piecewise_linear", "periodic"}, default="linear"
+        See :class:`~sk_htlnet.modules.SharedEmbedding`.  "quantile" and "piecewise_linear" learn
+        ``bin_edges_``; "quantile" turns numeric columns into bucket ids (one id per bucket, id 0
+        unused, id 1 for a missing value).
+    n_bins : int, default=16
+        Maximum number of quantile bins per numeric column (fewer when the column has fewer
+        distinct values).
 
     Attributes
     ----------
@@ -51,10 +60,14 @@ class FeatureEncoder:
     cardinalities_ : list of int, embedding rows per categorical column (vocabulary + OOV + missing)
     mean_, scale_ : ndarray of float64 (n_numeric,)
     min_, max_ : ndarray of float64 (n_numeric,), training range of each numeric column (0 if never observed)
+    bin_edges_ : list of ndarray of float64, one per numeric column
+        Sorted distinct quantile edges in the column's units (empty lists for "linear" and "periodic").
     """
 
-    def __init__(self, categorical_features="from_dtype"):
+    def __init__(self, categorical_features="from_dtype", numeric_encoding="linear", n_bins=16):
         self.categorical_features = categorical_features
+        self.numeric_encoding = numeric_encoding
+        self.n_bins = n_bins
 
     # ---- helpers --------------------------------------------------------------------------------
     @staticmethod
@@ -146,7 +159,28 @@ class FeatureEncoder:
         self.scale_ = np.where(scale > 0, scale, 1.0)
         self.min_ = np.where(count > 0, np.where(observed, values, np.inf).min(axis=0, initial=np.inf), 0.0)
         self.max_ = np.where(count > 0, np.where(observed, values, -np.inf).max(axis=0, initial=-np.inf), 0.0)
+        self.bin_edges_ = [np.zeros(0)] * values.shape[1]
+        if self.numeric_encoding in ("quantile", "piecewise_linear"):
+            levels = np.linspace(0.0, 1.0, int(self.n_bins) + 1)
+            self.bin_edges_ = [
+                np.unique(np.quantile(col[ok], levels)) if ok.any() else np.zeros(0)
+                for col, ok in zip(values.T, observed.T)
+            ]
         return self._encode(frame, values)
+
+    def embedding_spec(self):
+        """What :class:`~sk_htlnet.modules.SharedEmbedding` needs: a dict with ``cardinalities``
+        (list of int), ``n_numeric`` (int), ``numeric_encoding`` (str) and ``numeric_edges`` (the bin
+        edges on the standardised scale of ``num``, or None)."""
+        cardinalities = [int(c) for c in self.cardinalities_]
+        n_numeric, edges = len(self.mean_), None
+        if self.numeric_encoding == "quantile":
+            cardinalities += [max(len(e) - 1, 1) + 2 for e in self.bin_edges_]
+            n_numeric = 0
+        elif self.numeric_encoding == "piecewise_linear":
+            edges = [((e - m) / s).tolist() for e, m, s in zip(self.bin_edges_, self.mean_, self.scale_)]
+        return {"cardinalities": cardinalities, "n_numeric": n_numeric,
+                "numeric_encoding": self.numeric_encoding, "numeric_edges": edges}
 
     def transform(self, X):
         """Encode X, whose columns the caller has checked against those seen in fit (by position)."""
@@ -165,5 +199,12 @@ class FeatureEncoder:
             cat[:, j] = ids
         missing = np.isnan(values)
         clipped = np.clip(values, self.min_, self.max_)
+        if getattr(self, "numeric_encoding", "linear") == "quantile":
+            buckets = np.empty(values.shape, dtype=np.int64)
+            for j, edges in enumerate(self.bin_edges_):  # bucket b of [edges[b], edges[b + 1]) -> id b + 2
+                buckets[:, j] = np.searchsorted(edges[1:-1], clipped[:, j], side="right") + 2
+            buckets[missing] = MISSING_ID
+            return {"cat": np.concatenate([cat, buckets], axis=1), "num": np.zeros((n, 0), dtype=np.float32),
+                    "num_missing": np.zeros((n, 0), dtype=bool)}
         num = np.where(missing, 0.0, (clipped - self.mean_) / self.scale_).astype(np.float32)
         return {"cat": cat, "num": num, "num_missing": missing}

@@ -11,7 +11,7 @@ later stages stay below earlier ones) has no meaning for a continuous target and
 import torch
 from torch import nn
 
-from .base import MultiTaskModel, mlp
+from .base import MultiTaskModel, head_widths, join_outputs, mlp
 from .fusion import InformationFusion
 
 
@@ -19,14 +19,15 @@ class AITM(MultiTaskModel):
     """Shared embedding, towers, AIT modules between consecutive tasks, linear heads."""
 
     def __init__(self, cardinalities, n_numeric, n_stages, embedding_dim=16, tower_units=(128, 64, 32),
-                 dropout=0.0, stage_logit_priors=None, core_prior=0.0):
-        super().__init__(cardinalities, n_numeric, n_stages, embedding_dim)
+                 dropout=0.0, stage_logit_priors=None, core_prior=0.0,
+                 numeric_encoding="linear", numeric_edges=None):
+        super().__init__(cardinalities, n_numeric, n_stages, embedding_dim, numeric_encoding, numeric_edges)
         towers = [mlp(self.embedding.output_dim, tower_units, dropout) for _ in range(self.n_tasks)]
         self.towers = nn.ModuleList(m for m, _ in towers)
         width = towers[0][1]
         self.transfers = nn.ModuleList(nn.Linear(width, width) for _ in range(self.n_stages))
         self.fusions = nn.ModuleList(InformationFusion(width, 2, width) for _ in range(self.n_stages))
-        self.heads = nn.ModuleList(nn.Linear(width, 1) for _ in range(self.n_tasks))
+        self.heads = nn.ModuleList(nn.Linear(width, w) for w in head_widths(self.n_stages, core_prior))
         self.init_heads(self.heads, stage_logit_priors, core_prior)
 
     def forward_from_embedding(self, e, generator=None):
@@ -34,6 +35,6 @@ class AITM(MultiTaskModel):
         for t, (tower, head) in enumerate(zip(self.towers, self.heads)):
             q = tower(e)
             z = q if t == 0 else self.fusions[t - 1](torch.stack([self.transfers[t - 1](previous), q], dim=1))
-            outputs.append(head(z).squeeze(-1))
+            outputs.append(head(z))
             previous = z
-        return torch.stack(outputs, dim=1)
+        return join_outputs(outputs)

@@ -1,7 +1,8 @@
 """Common frame of the multi-task baselines: a shared field embedding, k stage heads and a core head.
 
 Every model in :mod:`sk_htlnet.modules` maps ``(cat, num, num_missing)`` to float32 (batch, k + 1): the
-k stage logits, then the core prediction on the loss's scale.  Models with a shared embedding expose
+k stage logits, then the core head's outputs on the loss's scale (one column, or the m distribution
+parameters of a core loss such as the zero-inflated lognormal: (batch, k + m)).  Models with a shared embedding expose
 ``embedding`` (a :class:`~sk_htlnet.modules.SharedEmbedding`), ``embed`` and
 ``forward_from_embedding`` so the gradient strategies of :mod:`sk_htlnet.gradient` can arbitrate the
 shared embedding's gradient; a model without shared parameters sets ``embedding = None``.
@@ -13,7 +14,7 @@ from torch import nn
 from .embedding import SharedEmbedding
 from .tower import Tower
 
-__all__ = ["MultiTaskModel"]
+__all__ = ["MultiTaskModel", "core_width", "head_widths", "init_heads", "join_outputs"]
 
 
 class MultiTaskModel(nn.Module):
@@ -21,17 +22,18 @@ class MultiTaskModel(nn.Module):
 
     Parameters
     ----------
-    cardinalities, n_numeric, embedding_dim
+    cardinalities, n_numeric, embedding_dim, numeric_encoding, numeric_edges
         As in :class:`~sk_htlnet.modules.SharedEmbedding`.
     n_stages : int
         Number k >= 0 of binary stages.
     """
 
-    def __init__(self, cardinalities, n_numeric, n_stages, embedding_dim):
+    def __init__(self, cardinalities, n_numeric, n_stages, embedding_dim, numeric_encoding="linear",
+                 numeric_edges=None):
         super().__init__()
         self.n_stages = int(n_stages)
         self.n_tasks = self.n_stages + 1
-        self.embedding = SharedEmbedding(cardinalities, n_numeric, embedding_dim)
+        self.embedding = SharedEmbedding(cardinalities, n_numeric, embedding_dim, numeric_encoding, numeric_edges)
 
     def embed(self, cat, num, num_missing):
         return self.embedding(cat, num, num_missing)
@@ -44,10 +46,30 @@ class MultiTaskModel(nn.Module):
 
     @staticmethod
     def init_heads(heads, stage_logit_priors, core_prior):
-        """Set each head's bias to its prior (stage base-rate logits, then the core mean)."""
-        with torch.no_grad():
-            for head, prior in zip(heads, list(stage_logit_priors or []) + [core_prior]):
-                head.bias.fill_(float(prior))
+        """Set each head's bias to its prior (stage base-rate logits, then the core prior(s))."""
+        init_heads(heads, stage_logit_priors, core_prior)
+
+
+def core_width(core_prior):
+    """Outputs of the core head: 1 for a float prior, m for a sequence of m (distribution parameters)."""
+    return 1 if isinstance(core_prior, (int, float)) else len(core_prior)
+
+
+def head_widths(n_stages, core_prior):
+    """Output width of each task head: 1 per stage, then :func:`core_width`."""
+    return [1] * int(n_stages) + [core_width(core_prior)]
+
+
+def init_heads(heads, stage_logit_priors, core_prior):
+    """Set each head's bias to its prior: stage base-rate logits, then the core prior (float or sequence)."""
+    with torch.no_grad():
+        for head, prior in zip(heads, list(stage_logit_priors or []) + [core_prior]):
+            head.bias.copy_(torch.as_tensor(prior, dtype=head.bias.dtype).expand_as(head.bias))
+
+
+def join_outputs(outputs):
+    """Concatenate per-task head outputs of shape (batch, width) or (batch,) into (batch, sum of widths)."""
+    return torch.cat([o.reshape(o.shape[0], -1) for o in outputs], dim=1)
 
 
 def mlp(input_dim, units, dropout=0.0):
@@ -69,19 +91,21 @@ class _LastLayer(nn.Module):
 
 
 class TowersAndHeads(nn.Module):
-    """One MLP tower and one linear head per task on per-task inputs; returns (batch, n_tasks)."""
+    """One MLP tower and one linear head per task on per-task inputs; returns (batch, sum of widths).
 
-    def __init__(self, input_dims, units, dropout=0.0):
+    ``widths`` gives each head's number of outputs (default 1 each).
+    """
+
+    def __init__(self, input_dims, units, dropout=0.0, widths=None):
         super().__init__()
         towers, heads = [], []
-        for dim in input_dims:
+        widths = widths or [1] * len(input_dims)
+        for dim, width in zip(input_dims, widths):
             tower, out = mlp(dim, units, dropout)
             towers.append(tower)
-            heads.append(nn.Linear(out, 1))
+            heads.append(nn.Linear(out, width))
         self.towers = nn.ModuleList(towers)
         self.heads = nn.ModuleList(heads)
 
     def forward(self, inputs):
-        return torch.stack(
-            [head(tower(x)).squeeze(-1) for x, tower, head in zip(inputs, self.towers, self.heads)], dim=1
-        )
+        return join_outputs([head(tower(x)) for x, tower, head in zip(inputs, self.towers, self.heads)])

@@ -10,16 +10,18 @@ head (a shared-bottom core tower), as in HTLNet §5's description of the adapted
 import torch
 from torch.nn import functional as F
 
-from .base import MultiTaskModel, TowersAndHeads
+from .base import MultiTaskModel, TowersAndHeads, head_widths
 
 
 class ESMM(MultiTaskModel):
     """Shared embedding; stage outputs are logits of the entire-space products."""
 
     def __init__(self, cardinalities, n_numeric, n_stages, embedding_dim=16, tower_units=(128, 64, 32),
-                 dropout=0.0, stage_logit_priors=None, core_prior=0.0):
-        super().__init__(cardinalities, n_numeric, n_stages, embedding_dim)
-        self.tasks = TowersAndHeads([self.embedding.output_dim] * self.n_tasks, tower_units, dropout)
+                 dropout=0.0, stage_logit_priors=None, core_prior=0.0,
+                 numeric_encoding="linear", numeric_edges=None):
+        super().__init__(cardinalities, n_numeric, n_stages, embedding_dim, numeric_encoding, numeric_edges)
+        self.tasks = TowersAndHeads([self.embedding.output_dim] * self.n_tasks, tower_units, dropout,
+                                    head_widths(self.n_stages, core_prior))
         priors = list(stage_logit_priors or [])
         # conditional priors: log q_t = log p_t - log p_{t-1}, from the entire-space base rates
         log_p = [float(F.logsigmoid(torch.tensor(v))) for v in priors]

@@ -14,6 +14,7 @@ every task's gradient (arbitrated by the gradient rule, HTLNet §4).
 import torch
 from torch import nn
 
+from .base import head_widths, init_heads, join_outputs
 from .embedding import SharedEmbedding
 from .fusion import InformationFusion
 from .label_embedding import LabelEmbedding
@@ -49,8 +50,9 @@ class HTLNet(nn.Module):
         Dropout in the towers.
     stage_logit_priors : sequence of float, optional
         Initial bias of each stage head (the logit of the stage's base rate helps rare stages).
-    core_prior : float, default=0.0
-        Initial bias of the core head (mean of the transformed core target).
+    core_prior : float or sequence of float, default=0.0
+        Initial bias of the core head (mean of the transformed core target); a sequence of m values
+        gives a core head with m outputs (the distribution parameters of ``core_loss="ziln"``).
     label_embedding : bool, default=True
         Pass the stages' label embeddings downstream (False: the paper's "without LEU" ablation).
     representation_transfer : bool, default=True
@@ -58,11 +60,13 @@ class HTLNet(nn.Module):
     stop_gradient : bool, default=True
         Detach what is passed downstream (False: "without stop-gradient"; downstream losses then also
         train the upstream towers and heads).
+    numeric_encoding, numeric_edges
+        Embedding of the numeric fields, see :class:`~sk_htlnet.modules.SharedEmbedding`.
 
     Notes
     -----
-    ``forward(cat, num, num_missing, generator=None)`` returns float32 (batch, k + 1): the k stage
-    logits, then the core prediction on the transformed scale used by the loss.
+    ``forward(cat, num, num_missing, generator=None)`` returns float32 (batch, k + m): the k stage
+    logits, then the core head's m outputs on the scale used by the loss (m = 1 but for "ziln").
     """
 
     def __init__(
@@ -83,20 +87,25 @@ class HTLNet(nn.Module):
         label_embedding=True,
         representation_transfer=True,
         stop_gradient=True,
+        numeric_encoding="linear",
+        numeric_edges=None,
     ):
         super().__init__()
         self.n_stages = int(n_stages)
         self.use_label_embedding = bool(label_embedding)
         self.use_representation = bool(representation_transfer)
         self.stop_gradient = bool(stop_gradient)
-        self.embedding = SharedEmbedding(cardinalities, n_numeric, embedding_dim)
+        self.embedding = SharedEmbedding(cardinalities, n_numeric, embedding_dim, numeric_encoding, numeric_edges)
         e_dim = self.embedding.output_dim
         n_tasks = self.n_stages + 1
         downstream_dim = (self.use_label_embedding + self.use_representation) * fusion_dim + e_dim
         self.towers = nn.ModuleList(
             Tower(e_dim if t == 0 else downstream_dim, tower_units, dropout) for t in range(n_tasks)
         )
-        self.heads = nn.ModuleList(nn.Linear(tower.output_dim, 1) for tower in self.towers)
+        self.heads = nn.ModuleList(
+            nn.Linear(tower.output_dim, width)
+            for tower, width in zip(self.towers, head_widths(self.n_stages, core_prior))
+        )
         self.label_embeddings = nn.ModuleList(
             LabelEmbedding(label_embedding_dim, label_sampling, tau) for _ in range(self.n_stages)
         )
@@ -113,9 +122,7 @@ class HTLNet(nn.Module):
             InformationFusion(label_embedding_dim, t + 1, fusion_dim, fusion)
             for t in range(1, n_tasks)
         )
-        with torch.no_grad():
-            for head, prior in zip(self.heads, list(stage_logit_priors or []) + [core_prior]):
-                head.bias.fill_(float(prior))
+        init_heads(self.heads, stage_logit_priors, core_prior)
 
     def embed(self, cat, num, num_missing):
         """Shared embedding ``e``, float32 (batch, n_fields * embedding_dim)."""
@@ -137,13 +144,13 @@ class HTLNet(nn.Module):
                     parts.append(self.le_fusions[t - 1](le_set))
                 x = torch.cat(parts + [e], dim=1)
             rep, hidden = tower(x)
-            out = head(hidden).squeeze(-1)
+            out = head(hidden)
             outputs.append(out)
             if t < self.n_stages:  # stop-gradient on everything passed downstream (HTLNet §2.6)
                 detach = torch.Tensor.detach if self.stop_gradient else (lambda v: v)
                 reps.append(detach(rep))
-                label_embs.append(self.label_embeddings[t](detach(out), generator))
-        return torch.stack(outputs, dim=1)
+                label_embs.append(self.label_embeddings[t](detach(out.squeeze(-1)), generator))
+        return join_outputs(outputs)
 
     def forward(self, cat, num, num_missing, generator=None):
         return self.forward_from_embedding(self.embed(cat, num, num_missing), generator)

@@ -9,7 +9,7 @@ the paper; ``n_levels=1`` is CGC.  Task towers have ``tower_units[1:]`` layers.
 import torch
 from torch import nn
 
-from .base import MultiTaskModel, TowersAndHeads, mlp
+from .base import MultiTaskModel, TowersAndHeads, head_widths, mlp
 
 
 class _Level(nn.Module):
@@ -39,8 +39,9 @@ class PLE(MultiTaskModel):
     """Shared embedding, ``n_levels`` extraction levels, one tower per task."""
 
     def __init__(self, cardinalities, n_numeric, n_stages, embedding_dim=16, tower_units=(128, 64, 32),
-                 n_experts=2, n_levels=2, dropout=0.0, stage_logit_priors=None, core_prior=0.0):
-        super().__init__(cardinalities, n_numeric, n_stages, embedding_dim)
+                 n_experts=2, n_levels=2, dropout=0.0, stage_logit_priors=None, core_prior=0.0,
+                 numeric_encoding="linear", numeric_edges=None):
+        super().__init__(cardinalities, n_numeric, n_stages, embedding_dim, numeric_encoding, numeric_edges)
         units = list(tower_units)
         width = units[0]
         dims = [self.embedding.output_dim] + [width] * (int(n_levels) - 1)
@@ -48,7 +49,8 @@ class PLE(MultiTaskModel):
             _Level(d, units[:1], self.n_tasks, int(n_experts), i == int(n_levels) - 1, dropout)
             for i, d in enumerate(dims)
         )
-        self.tasks = TowersAndHeads([width] * self.n_tasks, units[1:], dropout)
+        self.tasks = TowersAndHeads([width] * self.n_tasks, units[1:], dropout,
+                                    head_widths(self.n_stages, core_prior))
         self.init_heads(self.tasks.heads, stage_logit_priors, core_prior)
 
     def forward_from_embedding(self, e, generator=None):
