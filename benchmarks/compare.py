@@ -33,30 +33,44 @@ from sk_htlnet.metrics import funnel_report  # noqa: E402
 
 SIZES = dict(embedding_dim=16, tower_units=(128, 64, 32), batch_size=1024, learning_rate=1e-3,
              n_iter_no_change=5)
-BASELINE = dict(gradient_adjustment="none")  # the literature's baselines train with the plain sum
+# The paper's model: numerics embedded linearly, MSE on log1p(core).  Pinned, so the comparison of
+# architectures, gradient rules and ablations does not move when the estimator's defaults do.
+PAPER = dict(numeric_encoding="linear", core_loss="mse")
+BASELINE = dict(gradient_adjustment="none", **PAPER)  # the literature's baselines train with the plain sum
+DEFAULT = "default"  # HTLNetRegressor(random_state=seed): every other parameter at its default
 MODELS = {
-    "htlnet": {},
+    "htlnet": dict(PAPER),
     "single_task": dict(architecture="single_task", **BASELINE),
     "shared_bottom": dict(architecture="shared_bottom", **BASELINE),
     "mmoe": dict(architecture="mmoe", **BASELINE),
     "ple": dict(architecture="ple", **BASELINE),
     "esmm": dict(architecture="esmm", **BASELINE),
     "aitm": dict(architecture="aitm", **BASELINE),
-    "htlnet/none": dict(gradient_adjustment="none"),
-    "htlnet/pcgrad": dict(gradient_adjustment="pcgrad"),
-    "htlnet/metabalance": dict(gradient_adjustment="metabalance"),
-    "htlnet/uncertainty": dict(gradient_adjustment="uncertainty"),
-    "htlnet-no_label_embedding": dict(label_embedding=False),
-    "htlnet-no_representation": dict(representation_transfer=False),
-    "htlnet-concat": dict(fusion="concat"),
-    "htlnet-no_stop_gradient": dict(stop_gradient=False),
-    "htlnet-no_projection": dict(gradient_projection=False),
-    "htlnet-no_magnitude": dict(gradient_rescaling=False),
+    "htlnet/none": dict(gradient_adjustment="none", **PAPER),
+    "htlnet/pcgrad": dict(gradient_adjustment="pcgrad", **PAPER),
+    "htlnet/metabalance": dict(gradient_adjustment="metabalance", **PAPER),
+    "htlnet/uncertainty": dict(gradient_adjustment="uncertainty", **PAPER),
+    "htlnet-no_label_embedding": dict(label_embedding=False, **PAPER),
+    "htlnet-no_representation": dict(representation_transfer=False, **PAPER),
+    "htlnet-concat": dict(fusion="concat", **PAPER),
+    "htlnet-no_stop_gradient": dict(stop_gradient=False, **PAPER),
+    "htlnet-no_projection": dict(gradient_projection=False, **PAPER),
+    "htlnet-no_magnitude": dict(gradient_rescaling=False, **PAPER),
     "histgb": None,
     "rechub_shared_bottom": "SharedBottom",
     "rechub_mmoe": "MMOE",
     "rechub_ple": "PLE",
+    # issue 9: numeric encodings and core losses on top of the paper's model, and the defaults
+    "htlnet+quantile": dict(numeric_encoding="quantile", core_loss="mse"),
+    "htlnet+piecewise_linear": dict(numeric_encoding="piecewise_linear", core_loss="mse"),
+    "htlnet+periodic": dict(numeric_encoding="periodic", core_loss="mse"),
+    "htlnet+ziln": dict(numeric_encoding="linear", core_loss="ziln"),
+    "htlnet+tweedie": dict(numeric_encoding="linear", core_loss="tweedie"),
+    "htlnet+piecewise_linear+ziln": dict(numeric_encoding="piecewise_linear", core_loss="ziln"),
+    DEFAULT: DEFAULT,
 }
+# the models of the paper's comparison (issue 6); the others are run with --models
+PAPER_MODELS = [m for m in MODELS if "+" not in m and m != DEFAULT]
 
 
 def split(X, Y, seed):
@@ -69,8 +83,11 @@ def n_params(module):
 
 
 def fit_htlnet_family(params, X, Y, seed, max_iter):
-    est = HTLNetRegressor(**SIZES, **params, max_iter=max_iter, early_stopping=True,
-                          validation_fraction=1 / 9, random_state=seed)
+    if params == DEFAULT:  # what an untuned user gets: the estimator's own defaults, early stopping included
+        est = HTLNetRegressor(random_state=seed)
+    else:
+        est = HTLNetRegressor(**SIZES, **params, max_iter=max_iter, early_stopping=True,
+                              validation_fraction=1 / 9, random_state=seed)
     t0 = time.perf_counter()
     est.fit(X, Y)
     seconds = time.perf_counter() - t0
@@ -133,7 +150,7 @@ def main(argv=None):
         import torch_rechub  # noqa: F401
     except ImportError:
         print("torch-rechub is not installed (pip install torch-rechub==0.9.0): skipping its models")
-        args.models = [m for m in args.models if not isinstance(MODELS[m], str)]
+        args.models = [m for m in args.models if not isinstance(MODELS[m], str) or MODELS[m] == DEFAULT]
     warm = datasets.load("hillstrom", 300)  # first torch calls are slow: keep them out of the timings
     HTLNetRegressor(max_iter=1, random_state=0).fit(*warm)
     done_path = args.out / "results.csv"
@@ -154,7 +171,7 @@ def main(argv=None):
                 spec = MODELS[model]
                 if spec is None:
                     predict, per_epoch, size, est = fit_histgb(X_fit, Y_fit, seed)
-                elif isinstance(spec, str):
+                elif isinstance(spec, str) and spec != DEFAULT:
                     import rechub_peer
 
                     predict, per_epoch, size, est = rechub_peer.fit(spec, X_fit, Y_fit, seed, args.max_iter, SIZES)

@@ -6,8 +6,8 @@ On the Hillstrom e-mail campaign (visit -> conversion -> spend, bundled with the
    under 5 minutes on two CPU cores; ``--n-rows 64000`` uses them all) and holds out a fixed-seed
    test fifth, stratified on funnel depth;
 2. builds the objective with :func:`sk_htlnet.tuning.make_objective`: sample HTLNet's parameters from
-   the documented default space (:func:`sk_htlnet.tuning.search_space`; ``target_transform`` stays
-   "auto", since it would rescale the pruned-on loss), and score the normalised Gini of spend by
+   the documented default space (:func:`sk_htlnet.tuning.search_space`; ``target_transform`` and
+   ``core_loss`` stay at their defaults, since they would rescale the pruned-on loss), and score the normalised Gini of spend by
    ``--cv``-fold cross-validation on the tuning rows (default 2: every buyer is scored once, which
    matters when 1 customer in 110 buys); during the first fold's fit, every epoch,
    optuna-integration's ``SkorchPruningCallback`` reports the validation loss (history key

@@ -259,7 +259,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "tweedie" the Tweedie likelihood with log link and power ``tweedie_power`` (``predict``
         returns ``exp(eta)``).  "ziln" and "tweedie" need a core target >= 0 and model it in its
         own units (``target_transform`` must be "auto" or "none"; internally it is divided by its
-        training mean for conditioning).  Which estimates what: docs/user_guide/targets.
+        training mean for conditioning).  Which combination estimates what: the user guide page
+        "Choosing a target transform and a core loss".
     tweedie_power : float in (1, 2), default=1.5
         Power of the Tweedie variance function (near 1: Poisson-like; near 2: Gamma-like).
     retransformation : {"isotonic", "smearing"}, default="isotonic"

@@ -86,8 +86,12 @@ _SPACE = {
     "clip_ratio": FloatDistribution(1.0, 100.0, log=True),
     "tau": FloatDistribution(0.2, 5.0, log=True),
     "label_sampling": CategoricalDistribution(("hard", "relaxed")),
-    "target_transform": CategoricalDistribution(("auto", "standardize")),
+    "numeric_encoding": CategoricalDistribution(("linear", "quantile", "piecewise_linear", "periodic")),
+    "core_loss": CategoricalDistribution(("mse", "ziln", "tweedie")),
+    "target_transform": CategoricalDistribution(("auto", "standardize")),  # sampled after core_loss
 }
+# parameters that change the scale of every loss that includes the core target
+_CORE_SCALE = ("core_loss", "target_transform")
 
 
 def search_space(trial, *, exclude=()):
@@ -128,7 +132,15 @@ def search_space(trial, *, exclude=()):
         gradient noisy; above 5 they flatten to 0.5 and carry little label information.
     ``label_sampling`` : {"hard", "relaxed"}
         Straight-through hard samples (the default) or relaxed Gumbel-softmax samples.
+    ``numeric_encoding`` : {"linear", "quantile", "piecewise_linear", "periodic"}
+        Every encoding of numeric columns the estimator has; which one wins depends on how much of
+        the signal the numeric columns carry and how non-linearly (docs/comparison.md).
+    ``core_loss`` : {"mse", "ziln", "tweedie"}
+        The squared error on a transformed scale, or a likelihood of the amount.  It changes the
+        scale of every loss that includes the core, so, like ``target_transform``,
+        :func:`make_objective` leaves it out of the default space when it prunes on such a loss.
     ``target_transform`` : {"auto", "standardize"}
+        Sampled only when ``core_loss`` is "mse" (or excluded): the likelihood losses take none.
         Scale the core target's MSE is computed on: ``"auto"`` is ``log1p`` for a non-negative
         amount and ``standardize`` otherwise; ``"standardize"`` keeps a heavy-tailed amount on its
         own (standardised) scale. Both are valid for any core target; ``"none"`` (the paper's
@@ -152,7 +164,9 @@ def search_space(trial, *, exclude=()):
     params : dict
         HTLNetRegressor parameters: ``learning_rate``, ``weight_decay``, ``batch_size``,
         ``embedding_dim``, ``tower_units`` (a tuple of int), ``relax_factor``, ``clip_ratio``,
-        ``tau``, ``label_sampling``, ``target_transform``, less those in ``exclude``.
+        ``tau``, ``label_sampling``, ``numeric_encoding``, ``core_loss``, ``target_transform``
+        (only with ``core_loss="mse"``: the likelihood losses take no transform), less those in
+        ``exclude``.
 
     Raises
     ------
@@ -164,7 +178,11 @@ def search_space(trial, *, exclude=()):
     search_distributions : The same space as Optuna distributions, for OptunaSearchCV.
     """
     exclude = _check_exclude(exclude)
-    params = {name: _suggest(trial, name, dist) for name, dist in _SPACE.items() if name not in exclude}
+    params = {}
+    for name, dist in _SPACE.items():
+        if name in exclude or (name == "target_transform" and params.get("core_loss", "mse") != "mse"):
+            continue
+        params[name] = _suggest(trial, name, dist)
     if "tower_units" in params:
         params["tower_units"] = TOWER_UNITS[params["tower_units"]]
     return params
@@ -184,7 +202,9 @@ def search_distributions(prefix="", *, exclude=()):
         Prepended to every name, e.g. ``"htlnet__"`` for an estimator inside a Pipeline step named
         ``"htlnet"``.
     exclude : iterable of str, default=()
-        Parameters (without the prefix) to leave out.
+        Parameters (without the prefix) to leave out.  OptunaSearchCV samples every parameter
+        independently, and ``target_transform="standardize"`` is invalid with the likelihood
+        losses, so ``target_transform`` is left out unless ``core_loss`` is excluded.
 
     Returns
     -------
@@ -200,6 +220,8 @@ def search_distributions(prefix="", *, exclude=()):
         raise ValueError(f"prefix must be a str, got {prefix!r}.")
     exclude = _check_exclude(exclude)
     distributions = dict(_SPACE)
+    if "core_loss" not in exclude:
+        del distributions["target_transform"]
     with warnings.catch_warnings():  # "choices should be ... for persistent storage": documented
         warnings.simplefilter("ignore", UserWarning)
         distributions["tower_units"] = CategoricalDistribution(tuple(TOWER_UNITS.values()))
@@ -390,7 +412,7 @@ class FunnelObjective:
         self.base_params = params
         exclude = set(_SPACE) & set(params)
         if pruning and monitor not in _stage_keys(y, n_stages):
-            exclude.add("target_transform")  # it rescales the monitored loss: see the docstring
+            exclude.update(_CORE_SCALE)  # they rescale the monitored loss: see search_space
         self.space = space or functools.partial(search_space, exclude=exclude)
         self.pruning = bool(pruning)
         self.monitor = monitor

@@ -57,7 +57,7 @@ def _documented_ranges():
 # ---- search space ----------------------------------------------------------------------------------
 def test_documented_ranges_are_the_distributions():
     documented = _documented_ranges()
-    distributions = search_distributions()
+    distributions = search_distributions(exclude=["core_loss"]) | {"core_loss": search_distributions()["core_loss"]}
     assert set(documented) == set(distributions)
     for name, dist in distributions.items():
         doc = documented[name]
@@ -72,7 +72,7 @@ def test_sampled_params_are_accepted_and_in_range(funnel):
     documented = _documented_ranges()
     for _ in range(30):
         params = search_space(study.ask())
-        assert set(params) == set(documented)
+        assert set(params) == set(documented) - ({"target_transform"} if params["core_loss"] != "mse" else set())
         for name, value in params.items():
             doc = documented[name]
             if doc[0] == "choices":
@@ -86,7 +86,7 @@ def test_sampled_params_are_accepted_and_in_range(funnel):
     X, Y = funnel
     for end in (0, -1):
         values = {}
-        for name, dist in search_distributions().items():
+        for name, dist in {**search_distributions(exclude=["core_loss"]), **search_distributions()}.items():
             if isinstance(dist, optuna.distributions.FloatDistribution):
                 values[name] = (dist.low, dist.high)[end]
             else:
@@ -139,7 +139,8 @@ def test_objective_cv_stage_metric_and_checks(funnel):
     assert objective.direction == "maximize" and objective.target == 0
     value = objective(optuna.trial.FixedTrial(
         {"learning_rate": 3e-3, "weight_decay": 1e-6, "relax_factor": 0.1, "clip_ratio": 10.0,
-         "tau": 1.0, "label_sampling": "hard", "target_transform": "auto"}))
+         "tau": 1.0, "label_sampling": "hard", "numeric_encoding": "linear", "core_loss": "mse",
+         "target_transform": "auto"}))
     assert 0.5 < value <= 1
     folds = [test for _, test in objective.splits]
     assert len(folds) == 2 and sorted(np.concatenate(folds).tolist()) == list(range(len(X)))
@@ -163,21 +164,34 @@ def test_objective_cv_stage_metric_and_checks(funnel):
 
 
 # ---- pruning ---------------------------------------------------------------------------------------
-def test_default_space_leaves_target_transform_out_when_pruning_on_the_core(funnel):
+def test_default_space_leaves_core_scale_out_when_pruning_on_the_core(funnel):
     X, Y = funnel
-    study = optuna.create_study()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
 
     def sampled(**kwargs):
         objective = make_objective(X, Y, base_params={"batch_size": 256}, **kwargs)
         return set(objective.space(study.ask()))
 
-    everything = set(search_distributions())
-    # valid_loss and the core's own loss change scale with the transform: not sampled
-    assert sampled() == everything - {"batch_size", "target_transform"}
-    assert sampled(monitor="valid_loss_core") == everything - {"batch_size", "target_transform"}
-    # a stage's loss does not depend on it, and without pruning nothing is compared per epoch
-    assert sampled(monitor="valid_loss_stage_2") == everything - {"batch_size"}
-    assert sampled(pruning=False) == everything - {"batch_size"}
+    everything = set(search_distributions()) | {"target_transform"}
+    # valid_loss and the core's own loss change scale with the transform and the core loss: not sampled
+    assert sampled() == everything - {"batch_size", "target_transform", "core_loss"}
+    assert sampled(monitor="valid_loss_core") == everything - {"batch_size", "target_transform", "core_loss"}
+    # a stage's loss does not depend on them, and without pruning nothing is compared per epoch;
+    # target_transform is sampled only with core_loss="mse" (the likelihoods take none)
+    for kwargs in [dict(monitor="valid_loss_stage_2"), dict(pruning=False)]:
+        seen = [sampled(**kwargs) for _ in range(12)]
+        assert all(s >= everything - {"batch_size", "target_transform"} for s in seen)
+        assert any("target_transform" in s for s in seen) and not all("target_transform" in s for s in seen)
+
+
+def test_space_never_pairs_a_likelihood_loss_with_a_transform():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(30):
+        params = search_space(study.ask())
+        assert params["core_loss"] == "mse" or "target_transform" not in params
+        HTLNetRegressor(**params)._validate_params()
+    assert "target_transform" not in search_distributions()
+    assert "target_transform" in search_distributions(exclude=["core_loss"])
 
 
 def test_pruning_prunes_a_clearly_worse_trial(funnel):
