@@ -40,15 +40,21 @@ class _CoreTransform:
       unit of z_hat) keeps the network's ranking where the map is flat;
     - ``"smearing"``: Duan's (1983) smearing estimate E[y | x] = s exp(z_hat) - 1 with
       s = mean(exp(z_i - z_hat_i)), which assumes homoscedastic residuals on the log scale and
-      compresses predictions on zero-inflated data.
+      compresses predictions on zero-inflated data;
+    - ``"none"``: ``expm1(z_hat)``, the uncorrected back-transform (a median-like value, biased low).
+
+    With a likelihood core loss (``calibrate=True``; kind "none", z in units of the training mean)
+    ``"isotonic"`` likewise recalibrates the distribution's mean on the training rows, and "none"
+    keeps it as the model computes it.
 
     Predictions are clipped to the range of the training core values (a conditional mean lies within
     the support: no negative expected spend from a model trained on amounts >= 0).
     """
 
-    def __init__(self, kind, retransformation="isotonic"):
+    def __init__(self, kind, retransformation="isotonic", calibrate=False):
         self.kind = kind
         self.retransformation = retransformation
+        self.calibrate = calibrate
         self.mean = 0.0
         self.std = 1.0
         self.smearing = 1.0
@@ -76,22 +82,24 @@ class _CoreTransform:
         return (y - self.mean) / self.std
 
     def inverse(self, z):
-        if self.kind != "log1p":
-            y = z * self.std + self.mean
-        elif self.knots_z is not None:
+        if self.knots_z is not None:
             y = np.interp(z, self.knots_z, self.knots_y)
             y = y + 1e-9 * (self.high - self.low) * (z - self.knots_z[0])
-        else:
+        elif self.kind == "log1p":
             y = self.smearing * np.exp(z) - 1.0
+        else:
+            y = z * self.std + self.mean
         return np.clip(y, self.low, self.high)
 
     def fit_retransformation(self, y_true, z_pred, sample_weight=None):
-        """Fit the log1p inverse on training rows: ``y_true`` in y's units, ``z_pred`` the network's."""
-        if self.kind != "log1p":
+        """Fit the log1p inverse (or the likelihood mean's calibration) on training rows: ``y_true`` in
+        y's units, ``z_pred`` the network's (for a likelihood, its mean in units of the training mean)."""
+        self.knots_z = self.knots_y = None
+        if self.retransformation == "none" or not (self.kind == "log1p" or self.calibrate):
             return
         ok = ~np.isnan(y_true)
         w = np.ones(ok.sum()) if sample_weight is None else np.asarray(sample_weight, dtype=float)[ok]
-        if self.retransformation == "smearing":
+        if self.retransformation == "smearing" and self.kind == "log1p":
             smearing = _weighted_nanmean(np.exp(np.log1p(y_true) - z_pred), sample_weight)
             self.smearing = smearing if np.isfinite(smearing) else 1.0
             return
@@ -255,20 +263,23 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     core_loss : {"mse", "ziln", "tweedie"}, default="mse"
         Loss of the core target.  "mse" (the paper's) on the ``target_transform`` scale; "ziln" the
         zero-inflated lognormal likelihood (Wang et al., 2019: a probability of a positive amount
-        and lognormal parameters ``mu``, ``sigma``; ``predict`` returns ``p exp(mu + sigma^2 / 2)``);
-        "tweedie" the Tweedie likelihood with log link and power ``tweedie_power`` (``predict``
-        returns ``exp(eta)``).  "ziln" and "tweedie" need a core target >= 0 and model it in its
-        own units (``target_transform`` must be "auto" or "none"; internally it is divided by its
+        and lognormal parameters ``mu``, ``sigma``, whose mean is ``p exp(mu + sigma^2 / 2)``);
+        "tweedie" the Tweedie likelihood with log link and power ``tweedie_power`` (mean
+        ``exp(eta)``).  ``predict`` returns that mean, recalibrated by ``retransformation``.  "ziln"
+        and "tweedie" need a core target >= 0 and model it in its own units (``target_transform`` must be "auto" or "none"; internally it is divided by its
         training mean for conditioning).  Which combination estimates what: the user guide page
         "Choosing a target transform and a core loss".
     tweedie_power : float in (1, 2), default=1.5
         Power of the Tweedie variance function (near 1: Poisson-like; near 2: Gamma-like).
-    retransformation : {"isotonic", "smearing"}, default="isotonic"
+    retransformation : {"isotonic", "smearing", "none"}, default="isotonic"
         With ``target_transform="log1p"``, how predictions on the log scale are mapped back to the
         conditional mean, fitted on the training rows: "isotonic" (centered isotonic regression of
-        y on the network's output; adapts to zero inflation, keeps the ranking) or "smearing"
+        y on the network's output; adapts to zero inflation, keeps the ranking), "smearing"
         (Duan's 1983 estimate, a single factor; biased when the log-scale residuals are not
-        homoscedastic, as on zero-inflated amounts).
+        homoscedastic, as on zero-inflated amounts) or "none" (``expm1``, uncorrected: biased low).
+        With ``core_loss`` "ziln" or "tweedie": "isotonic" recalibrates the distribution's mean
+        the same way, "none" returns it as computed ("smearing" is refused).  No effect with
+        "standardize" or "none" transforms of the MSE (their inverse is exact).
     task_weights : array-like of shape (k + 1,), default=None
         Static weights of the task losses in the optimised sum; None means all 1.
     stage_pos_weight : float or array-like of shape (k,), default=None
@@ -376,7 +387,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "target_transform": [StrOptions({"auto", "none", "standardize", "log1p"})],
         "core_loss": [StrOptions(set(CORE_LOSSES))],
         "tweedie_power": [Interval(numbers.Real, 1, 2, closed="neither")],
-        "retransformation": [StrOptions({"isotonic", "smearing"})],
+        "retransformation": [StrOptions({"isotonic", "smearing", "none"})],
         "task_weights": ["array-like", None],
         "stage_pos_weight": [Interval(numbers.Real, 0, None, closed="neither"), "array-like", None],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
@@ -783,7 +794,9 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self.n_stages_ = k
             self._y_1d = was_1d
             self.target_transform_ = transform = self._resolve_target_transform(values[:, k], names[k])
-            self._core_transform = _CoreTransform(transform, self.retransformation).fit(values[:, k])
+            self._core_transform = _CoreTransform(
+                transform, self.retransformation, calibrate=self.core_loss != "mse"
+            ).fit(values[:, k])
             if self.core_loss != "mse":  # condition the likelihood: amounts in units of their mean
                 self._core_transform.std = _weighted_nanmean(values[:, k], sample_weight) or 1.0
         y_model[:, k] = self._core_transform.forward(values[:, k])  # the scale the loss sees
@@ -818,6 +831,11 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 raise ValueError(
                     f"core_loss={self.core_loss!r} models the core target in its own units; "
                     f"target_transform must be 'auto' or 'none', got {transform!r}"
+                )
+            if self.retransformation == "smearing":
+                raise ValueError(
+                    f"retransformation='smearing' corrects a log1p back-transform; core_loss={self.core_loss!r} "
+                    "predicts the mean directly: use 'isotonic' (recalibrate it) or 'none'"
                 )
             if np.nanmin(core) < 0:
                 raise ValueError(
