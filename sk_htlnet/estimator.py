@@ -228,14 +228,15 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         string or object dtype; an array has none unless listed here.
     embedding_dim : int, default=16
         Size of each field's embedding.
-    numeric_encoding : {"linear", "quantile", "piecewise_linear", "periodic"}, default="linear"
+    numeric_encoding : {"linear", "quantile", "piecewise_linear", "periodic"}, \
+            default="piecewise_linear"
         How numeric columns enter the shared embedding (standardised and clipped to the training
-        range first): "linear" ``x W_j + b_j``; "quantile" one learned row per training-quantile
+        range first): "linear" ``x W_j + b_j`` (the paper's sketch); "quantile" one learned row per training-quantile
         bucket (``n_bins``), like a categorical field; "piecewise_linear" Gorishniy et al.'s (2022)
         piecewise-linear encoding over the same quantile bins, then a linear map; "periodic" their
         PLR embedding (trainable sin/cos frequencies, linear, ReLU).  Bin edges are learned in
         ``fit`` from the training rows and reused by ``predict``.  Missing values always get their
-        own learned vector.
+        own learned vector.  The default won on the real funnels of docs/comparison.md.
     n_bins : int, default=16
         Maximum number of quantile bins per numeric column for "quantile" and "piecewise_linear"
         (columns with fewer distinct values get fewer).
@@ -256,18 +257,23 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     clip_ratio : float, default=10.0
         C of HTLNet §4, >= 1.
     target_transform : {"auto", "none", "standardize", "log1p"}, default="auto"
-        Transform of the core target inside the MSE.  "auto" is "log1p" when every observed core
-        value is >= 0 (amounts: zero-inflated, heavy-tailed) and "standardize" otherwise.
+        Transform of the core target inside the MSE (``core_loss_ == "mse"``).  "auto" is "log1p"
+        when every observed core value is >= 0 (amounts: zero-inflated, heavy-tailed) and
+        "standardize" otherwise; with a likelihood core loss it is "none".
         Predictions are always in the target's units and estimate the conditional mean (with
         "log1p", through ``retransformation``).
-    core_loss : {"mse", "ziln", "tweedie"}, default="mse"
-        Loss of the core target.  "mse" (the paper's) on the ``target_transform`` scale; "ziln" the
+    core_loss : {"auto", "mse", "ziln", "tweedie"}, default="auto"
+        Loss of the core target.  "auto" is "ziln" when every observed core value is >= 0 and
+        neither ``target_transform`` nor ``retransformation="smearing"`` asks for the MSE on a
+        transformed scale, else "mse" (so a signed target still fits).  "mse" (the paper's) on
+        the ``target_transform`` scale; "ziln" the
         zero-inflated lognormal likelihood (Wang et al., 2019: a probability of a positive amount
         and lognormal parameters ``mu``, ``sigma``, whose mean is ``p exp(mu + sigma^2 / 2)``);
         "tweedie" the Tweedie likelihood with log link and power ``tweedie_power`` (mean
         ``exp(eta)``).  ``predict`` returns that mean, recalibrated by ``retransformation``.  "ziln"
-        and "tweedie" need a core target >= 0 and model it in its own units (``target_transform`` must be "auto" or "none"; internally it is divided by its
-        training mean for conditioning).  Which combination estimates what: the user guide page
+        and "tweedie" need a core target >= 0 and model it in its own units (``target_transform``
+        must be "auto" or "none"; internally it is divided by its training mean for
+        conditioning).  Which combination estimates what: the user guide page
         "Choosing a target transform and a core loss".
     tweedie_power : float in (1, 2), default=1.5
         Power of the Tweedie variance function (near 1: Poisson-like; near 2: Gamma-like).
@@ -350,6 +356,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Number k of binary stages.
     target_transform_ : str
         The transform used ("auto" resolved; "none" for ``core_loss`` "ziln" and "tweedie").
+    core_loss_ : str
+        The core loss used ("auto" resolved).
     net_ : HybridNet
         The fitted skorch net.
     history_ : skorch.History
@@ -385,7 +393,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "relax_factor": [Interval(numbers.Real, 0, 1, closed="both")],
         "clip_ratio": [Interval(numbers.Real, 1, None, closed="left")],
         "target_transform": [StrOptions({"auto", "none", "standardize", "log1p"})],
-        "core_loss": [StrOptions(set(CORE_LOSSES))],
+        "core_loss": [StrOptions({"auto", *CORE_LOSSES})],
         "tweedie_power": [Interval(numbers.Real, 1, 2, closed="neither")],
         "retransformation": [StrOptions({"isotonic", "smearing", "none"})],
         "task_weights": ["array-like", None],
@@ -422,7 +430,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         gradient_adjustment="htlnet",
         categorical_features="from_dtype",
         embedding_dim=16,
-        numeric_encoding="linear",
+        numeric_encoding="piecewise_linear",
         n_bins=16,
         tower_units=(128, 64, 32),
         label_embedding_dim=16,
@@ -433,7 +441,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         relax_factor=0.1,
         clip_ratio=10.0,
         target_transform="auto",
-        core_loss="mse",
+        core_loss="auto",
         tweedie_power=1.5,
         retransformation="isotonic",
         task_weights=None,
@@ -616,9 +624,9 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         core = y_transformed[:, k]
         core_var = _weighted_nanmean((core - means[k]) ** 2, sample_weight) or 1.0
         core_prior = float(means[k])
-        if self.core_loss != "mse":
+        if self.core_loss_ != "mse":
             core_var = 1.0  # likelihoods are already free of the target's units
-            core_prior = _core_prior(core, self.core_loss, sample_weight)
+            core_prior = _core_prior(core, self.core_loss_, sample_weight)
         embedding = self._encoder.embedding_spec()
         module = dict(
             cardinalities=embedding["cardinalities"],
@@ -653,7 +661,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             task_weights=None if weights is None else weights.tolist(),
             pos_weight=None if pos is None else pos.tolist(),
             uncertainty=self.gradient_adjustment == "uncertainty",
-            core_loss=self.core_loss,
+            core_loss=self.core_loss_,
             tweedie_power=float(self.tweedie_power),
         )
         return {"architecture": self.architecture, "module": module, "criterion": criterion}
@@ -793,11 +801,12 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self.target_names_ = names
             self.n_stages_ = k
             self._y_1d = was_1d
+            self.core_loss_ = self._resolve_core_loss(values[:, k])
             self.target_transform_ = transform = self._resolve_target_transform(values[:, k], names[k])
             self._core_transform = _CoreTransform(
-                transform, self.retransformation, calibrate=self.core_loss != "mse"
+                transform, self.retransformation, calibrate=self.core_loss_ != "mse"
             ).fit(values[:, k])
-            if self.core_loss != "mse":  # condition the likelihood: amounts in units of their mean
+            if self.core_loss_ != "mse":  # condition the likelihood: amounts in units of their mean
                 self._core_transform.std = _weighted_nanmean(values[:, k], sample_weight) or 1.0
         y_model[:, k] = self._core_transform.forward(values[:, k])  # the scale the loss sees
         dataset = FunnelDataset(
@@ -820,26 +829,35 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.history_ = self.net_.history
         self.n_iter_ = len(self.history_)
         raw = self._forward(dataset)
-        self._core_transform.fit_retransformation(values[:, k], core_mean(raw[:, k:], self.core_loss), sample_weight)
+        self._core_transform.fit_retransformation(values[:, k], core_mean(raw[:, k:], self.core_loss_), sample_weight)
         return self
 
+    def _resolve_core_loss(self, core):
+        """core_loss with "auto" resolved: "ziln" for an amount (every core value >= 0) unless a
+        transform or smearing asks for the MSE on a transformed scale; "mse" otherwise."""
+        if self.core_loss != "auto":
+            return self.core_loss
+        amount = np.nanmin(core) >= 0
+        return "ziln" if amount and self.target_transform == "auto" and self.retransformation != "smearing" else "mse"
+
     def _resolve_target_transform(self, core, name):
-        """target_transform with "auto" resolved; checks it against ``core_loss`` and the data."""
+        """target_transform with "auto" resolved; checks it against ``core_loss_`` and the data."""
         transform = self.target_transform
-        if self.core_loss != "mse":
+        loss = self.core_loss_
+        if loss != "mse":
             if transform not in ("auto", "none"):
                 raise ValueError(
-                    f"core_loss={self.core_loss!r} models the core target in its own units; "
+                    f"core_loss={loss!r} models the core target in its own units; "
                     f"target_transform must be 'auto' or 'none', got {transform!r}"
                 )
             if self.retransformation == "smearing":
                 raise ValueError(
-                    f"retransformation='smearing' corrects a log1p back-transform; core_loss={self.core_loss!r} "
+                    f"retransformation='smearing' corrects a log1p back-transform; core_loss={loss!r} "
                     "predicts the mean directly: use 'isotonic' (recalibrate it) or 'none'"
                 )
             if np.nanmin(core) < 0:
                 raise ValueError(
-                    f"core_loss={self.core_loss!r} needs a core target >= 0, but column {name!r} has "
+                    f"core_loss={loss!r} needs a core target >= 0, but column {name!r} has "
                     f"values down to {np.nanmin(core):g}; use core_loss='mse'"
                 )
             return "none"
@@ -928,7 +946,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         pred = np.empty_like(raw)
         pred[:, :k] = 1.0 / (1.0 + np.exp(-raw[:, :k]))
         pred = pred[:, : k + 1]
-        pred[:, k] = self._core_transform.inverse(core_mean(raw[:, k:], self.core_loss))
+        pred[:, k] = self._core_transform.inverse(core_mean(raw[:, k:], self.core_loss_))
         bad = ~np.isfinite(pred).all(axis=1)
         if bad.any():
             raise FloatingPointError(

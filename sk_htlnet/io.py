@@ -230,6 +230,7 @@ def load_model(path):
         est.n_stages_ = len(est.target_names_) - 1
         est._y_1d = bool(fitted["y_1d"])
         est.target_transform_ = str(fitted["target_transform"])
+        est.core_loss_ = str(fitted["net_spec"]["criterion"].get("core_loss", "mse"))
         transform = _CoreTransform(est.target_transform_, est.retransformation)
         transform.mean = float(fitted["transform"]["mean"])
         transform.std = float(fitted["transform"]["std"])

@@ -162,10 +162,24 @@ def test_other_transforms_predict_finite_values_in_range(funnel, transform):
 
 def test_auto_transform_is_log1p_for_amounts_and_standardize_otherwise(funnel):
     X, Y = funnel
-    assert HTLNetRegressor(max_iter=1, **FAST).fit(X, Y).target_transform_ == "log1p"
-    shifted = HTLNetRegressor(max_iter=1, **FAST).fit(X, Y.assign(core=Y["core"] - 5))
+    assert HTLNetRegressor(max_iter=1, core_loss="mse", **FAST).fit(X, Y).target_transform_ == "log1p"
+    shifted = HTLNetRegressor(max_iter=1, core_loss="mse", **FAST).fit(X, Y.assign(core=Y["core"] - 5))
     assert shifted.target_transform_ == "standardize"
     assert np.isfinite(shifted.predict(X)).all()
+
+
+def test_auto_core_loss_is_ziln_for_amounts_and_mse_otherwise(funnel):
+    X, Y = funnel
+    fit = lambda y, **kw: HTLNetRegressor(max_iter=1, **FAST, **kw).fit(X, y)  # noqa: E731
+    amounts = fit(Y)
+    assert (amounts.core_loss_, amounts.target_transform_) == ("ziln", "none")
+    assert amounts.net_.module_(**{k: torch.as_tensor(v) for k, v in amounts._encoder.transform(X[:3]).items()}).shape == (3, 5)
+    signed = fit(Y.assign(core=Y["core"] - 5))  # a signed target still fits with the defaults
+    assert (signed.core_loss_, signed.target_transform_) == ("mse", "standardize")
+    assert np.isfinite(signed.predict(X)).all()
+    # asking for a transform or for smearing means the MSE on that scale
+    assert fit(Y, target_transform="log1p").core_loss_ == "mse"
+    assert fit(Y, retransformation="smearing").core_loss_ == "mse"
 
 
 def test_log1p_retransformation_estimates_the_conditional_mean():
@@ -175,7 +189,7 @@ def test_log1p_retransformation_estimates_the_conditional_mean():
     zero-inflated target it over-predicts the bottom quintile and under-predicts the top one."""
     X, Y, truth = make_funnel(20_000, n_stages=2, stage_rates=[0.3, 0.2], random_state=0, return_truth=True)
     train, test = slice(0, 16_000), slice(16_000, None)
-    kw = dict(max_iter=8, random_state=0, n_threads=1, learning_rate=3e-3)
+    kw = dict(max_iter=8, random_state=0, n_threads=1, learning_rate=3e-3, core_loss="mse")
     iso = HTLNetRegressor(**kw).fit(X[train], Y[train])
     smear = HTLNetRegressor(**kw, retransformation="smearing").fit(X[train], Y[train])
     t = truth["core"].to_numpy()[test]
