@@ -11,7 +11,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from skorch import NeuralNet
 from skorch.callbacks import PassthroughScoring
-from skorch.utils import to_tensor
+from skorch.utils import TeeGenerator, to_tensor
 from torch import nn
 from torch.nn import functional as F
 
@@ -240,6 +240,30 @@ class HybridLoss(nn.Module):
         eta = out[:, 0].clamp(-40.0, 40.0)
         return -y * torch.exp((1 - p) * eta) / (1 - p) + torch.exp((2 - p) * eta) / (2 - p)
 
+    def task_loss(self, t, out, y_true, sample_weight=None):
+        """Task t's (weighted) mean loss, a 0-d tensor, from its own head output ``out``
+        (batch, width) and the labels ``y_true`` (batch, k + 1); the graph holds only ``out``."""
+        y = y_true[:, t]
+        observed = ~torch.isnan(y)
+        target = torch.where(observed, y, torch.zeros_like(y))
+        if t < self.n_stages:
+            per_row = F.binary_cross_entropy_with_logits(out[:, 0], target, pos_weight=self.pos_weight[t],
+                                                         reduction="none")
+        else:
+            per_row = self.core_per_row(out, target)
+        mask = observed.to(per_row.dtype)
+        if sample_weight is not None:
+            mask = mask * sample_weight
+        return (per_row * mask).sum() / mask.sum().clamp_min(1.0)
+
+    def objective_term(self, t, loss):
+        """Task t's optimised term, as :meth:`objective` computes it for a 0-d ``loss``."""
+        term = loss * self.task_weights[t]
+        if self.log_vars is not None:
+            scale = 0.5 if t == self.n_stages else 1.0
+            term = scale * torch.exp(-self.log_vars[t]) * term + 0.5 * self.log_vars[t]
+        return term
+
     def forward(self, y_pred, y_true, sample_weight=None):
         observed = ~torch.isnan(y_true)
         target = torch.where(observed, y_true, torch.zeros_like(y_true))
@@ -276,6 +300,10 @@ class HybridNet(NeuralNet):
     seed : int, optional
         Seeds parameter initialisation, the batch shuffle and the Gumbel noise through private
         generators (the global torch seed is left untouched).
+    sparse_updates : bool, default=False
+        Train every embedding table with ``torch.optim.SparseAdam`` (``embedding_optimizer_``, lazy
+        Adam: only the rows present in a batch and their moments are updated) and the other
+        parameters with ``optimizer``.  A step then costs O(batch) on the tables, not O(table size).
     record_gradient_norms : bool, default=False
         Record, per batch, the norm of each task's gradient on the shared embedding before any
         adjustment under the history keys ``grad_norm_<name>`` (the paper's Figure 5).  Forces one
@@ -292,8 +320,9 @@ class HybridNet(NeuralNet):
     """
 
     def __init__(self, module, *args, task_names=("core",), gradient_strategy=None, seed=None,
-                 record_gradient_norms=False, criterion=HybridLoss, **kwargs):
+                 record_gradient_norms=False, sparse_updates=False, criterion=HybridLoss, **kwargs):
         super().__init__(module, *args, criterion=criterion, **kwargs)
+        self.sparse_updates = sparse_updates
         self.task_names = task_names
         self.gradient_strategy = gradient_strategy
         self.seed = seed
@@ -332,6 +361,29 @@ class HybridNet(NeuralNet):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
             return super().initialize_module()
+
+    def _tables(self):
+        """The embedding tables of the module (the parameters SparseAdam trains)."""
+        from .modules.embedding import SharedEmbedding
+
+        return [m for m in self.module_.modules() if isinstance(m, SharedEmbedding)]
+
+    def initialize_optimizer(self, *args, **kwargs):
+        """``optimizer`` on every parameter, or, with ``sparse_updates``, on all but the embedding
+        tables, which get ``torch.optim.SparseAdam`` (same ``lr``, ``optimizer__betas`` and
+        ``optimizer__eps`` when set; SparseAdam has no weight decay) as ``embedding_optimizer_``."""
+        for emb in self._tables():
+            emb.sparse = bool(self.sparse_updates)
+        if not self.sparse_updates:
+            return super().initialize_optimizer(*args, **kwargs)
+        tables = {id(emb.table) for emb in self._tables()}
+        named = list(self.get_all_learnable_params())
+        dense = [(n, p) for n, p in named if id(p) not in tables]
+        args, kwargs = self.get_params_for_optimizer("optimizer", dense)
+        self.optimizer_ = self.optimizer(*args, **kwargs)
+        options = {k: v for k, v in kwargs.items() if k in ("lr", "betas", "eps")}
+        self.embedding_optimizer_ = torch.optim.SparseAdam([p for _, p in named if id(p) in tables], **options)
+        return self
 
     def initialize(self):
         super().initialize()
@@ -378,6 +430,20 @@ class HybridNet(NeuralNet):
         return torch.as_tensor(total)
 
     # ---- steps ----------------------------------------------------------------------------------
+    def train_step(self, batch, **fit_params):
+        """One forward, backward and optimiser step.  skorch passes its step as a closure to every
+        optimiser, which would run it once per optimiser; with ``sparse_updates`` (two optimisers)
+        the step runs once and both optimisers step without a closure (neither Adam nor SparseAdam
+        needs one)."""
+        if not self.sparse_updates:
+            return super().train_step(batch, **fit_params)
+        self._zero_grad_optimizer()
+        step = self.train_step_single(batch, **fit_params)
+        self.notify("on_grad_computed", named_parameters=TeeGenerator(self.get_all_learnable_params()),
+                    batch=batch, training=True)
+        self._step_optimizer(None)
+        return step
+
     def train_step_single(self, batch, **fit_params):
         self._set_training(True)
         Xi, yi = batch
@@ -409,10 +475,20 @@ class HybridNet(NeuralNet):
         x = {k: v for k, v in to_tensor(Xi, device=self.device).items() if k != "sample_weight"}
         module = self.module_
         e = module.embed(**x).detach().requires_grad_()
-        y_pred = module.forward_from_embedding(e, generator=self.noise_generator_)
-        task_losses = self.get_task_losses(y_pred, yi, Xi)
-        weighted = self.criterion_.objective(task_losses)
-        n_tasks = weighted.shape[0]
+        if getattr(module, "supports_per_task", False):
+            # one graph per task: each backward pass traverses only its own task's tower
+            outputs = module.forward_from_embedding(e, generator=self.noise_generator_, per_task=True)
+            y_true = to_tensor(yi, device=self.device)
+            weight = to_tensor(Xi["sample_weight"], device=self.device) if "sample_weight" in Xi else None
+            losses = [self.criterion_.task_loss(t, out, y_true, weight) for t, out in enumerate(outputs)]
+            weighted = [self.criterion_.objective_term(t, loss) for t, loss in enumerate(losses)]
+            y_pred = torch.cat([o.detach() for o in outputs], dim=1)
+            task_losses = torch.stack([loss.detach() for loss in losses])
+        else:
+            y_pred = module.forward_from_embedding(e, generator=self.noise_generator_)
+            task_losses = self.get_task_losses(y_pred, yi, Xi)
+            weighted = self.criterion_.objective(task_losses)
+        n_tasks = len(weighted)
         grads = []
         for t in range(n_tasks):
             e.grad = None

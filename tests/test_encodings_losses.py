@@ -196,3 +196,45 @@ def test_ziln_mean_is_unbiased_on_a_zero_inflated_funnel():
     default = HTLNetRegressor(**kw).fit(X[train], Y[train])
     assert (default.core_loss_, default.numeric_encoding) == ("ziln", "piecewise_linear")
     assert default.predict(X[test])[:, -1].mean() == pytest.approx(t.mean(), rel=0.15)
+
+
+# ---- sparse embedding updates ----------------------------------------------------------------------
+def test_sparse_updates_move_only_the_rows_of_the_batch(funnel):
+    """SparseAdam (lazy Adam) on the tables: a step leaves the rows of categories absent from the
+    batch untouched, while dense Adam keeps moving rows with momentum once they have a gradient."""
+    X, Y = funnel
+    moved = {}
+    for sparse in (True, False):
+        est = HTLNetRegressor(sparse_updates=sparse, max_iter=1, random_state=0, **FAST).fit(X, Y)
+        net = est.net_
+        assert isinstance(getattr(net, "embedding_optimizer_", None), torch.optim.SparseAdam) == sparse
+        table = net.module_.embedding.table
+        x = {k: torch.as_tensor(v) for k, v in est._encoder.transform(X[:8]).items()}
+        y = torch.as_tensor(est._core_targets(Y[:8]), dtype=torch.float32)
+        before = table.detach().clone()
+        net.train_step((x, y))
+        present = torch.zeros(table.shape[0], dtype=torch.bool)
+        present[(x["cat"] + net.module_.embedding.offsets).unique()] = True
+        changed = (table.detach() != before).any(dim=1)
+        assert changed[present].all()
+        moved[sparse] = int(changed[~present].sum())
+    assert moved[True] == 0 and moved[False] > 0
+
+
+def test_one_forward_pass_per_step_with_two_optimizers(funnel):
+    X, Y = funnel
+    for rule in ("htlnet", "none"):
+        est = HTLNetRegressor(gradient_adjustment=rule, max_iter=1, random_state=0, **FAST).fit(X, Y)
+        calls = []
+        handle = est.net_.module_.embedding.register_forward_hook(lambda *args: calls.append(1))
+        x = {k: torch.as_tensor(v) for k, v in est._encoder.transform(X[:64]).items()}
+        est.net_.train_step((x, torch.as_tensor(est._core_targets(Y[:64]), dtype=torch.float32)))
+        handle.remove()
+        assert len(calls) == 1, rule
+
+
+def test_sparse_and_dense_updates_learn_alike(funnel):
+    X, Y = funnel
+    score = {s: HTLNetRegressor(sparse_updates=s, max_iter=8, random_state=0, **FAST).fit(X, Y).score(X, Y)
+             for s in (True, False)}
+    assert score[True] > 0.05 and abs(score[True] - score[False]) < 0.05

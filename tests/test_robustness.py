@@ -236,7 +236,11 @@ def test_checkpoint_and_resume(funnel, tmp_path):
     with pytest.raises(SystemExit):  # simulate a crash after 3 epochs (skorch catches only Ctrl-C)
         HTLNetRegressor(**kw, checkpoint_dir=folder, callbacks=[_Crash(3)]).fit(X, Y)
     assert (folder / "params.pt").exists() and len(json.loads((folder / "history.json").read_text())) == 3
+    assert (folder / "embedding_optimizer.pt").exists()  # the tables' SparseAdam state (sparse_updates)
     resumed = HTLNetRegressor(**kw, checkpoint_dir=folder).fit(X, Y)
+    state = resumed.net_.embedding_optimizer_.state_dict()["state"]
+    steps_per_epoch = -(-len(X) // FAST["batch_size"])  # no validation split below 10,000 rows
+    assert [int(s["step"]) for s in state.values()] == [6 * steps_per_epoch]  # restored after 3, then 3 more
     assert resumed.n_iter_ == 6  # 3 restored epochs + the 3 remaining
     assert resumed.history_[0]["epoch"] == 1
     assert np.isfinite(resumed.predict(X)).all()

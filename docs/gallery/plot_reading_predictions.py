@@ -52,8 +52,9 @@ pred.head()
 # %%
 # The expected spend is in USD and calibrated on the training rows, so its average over the test
 # rows should be close to the average spend actually observed (up to sampling noise: a few
-# buyers with large baskets move the observed mean). (The network is trained on ``log1p(spend)``; ``predict`` maps
-# its output back to the conditional mean, see :doc:`/user_guide/target_transform`.)
+# buyers with large baskets move the observed mean). (By default the network fits a zero-inflated lognormal
+# likelihood of spend; ``predict`` returns its mean, recalibrated on the training rows, see
+# :doc:`/user_guide/target_transform`.)
 pd.DataFrame({
     "predicted (mean over rows)": pred.mean(),
     "observed (mean over rows)": Y_test.mean(),

@@ -26,6 +26,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 NUMERIC_ENCODINGS = ("linear", "quantile", "piecewise_linear", "periodic")
 N_FREQUENCIES = 16  # periodic encoding: frequencies per field
@@ -50,6 +51,12 @@ class SharedEmbedding(nn.Module):
         For "piecewise_linear": the sorted bin edges of each numeric field on the scale of ``num``
         (a field with fewer than two distinct edges has no bins and is embedded by ``b_j`` alone).
 
+    Attributes
+    ----------
+    sparse : bool
+        If True (set by the training loop for ``sparse_updates``), the table's gradient is a sparse
+        COO tensor holding only the rows of the batch, for ``torch.optim.SparseAdam``.
+
     Notes
     -----
     ``forward(cat, num, num_missing)`` takes ``cat`` int64 (batch, n_categorical) per-field ids,
@@ -69,6 +76,7 @@ class SharedEmbedding(nn.Module):
         offsets = torch.tensor([0] + cardinalities[:-1], dtype=torch.long).cumsum(0)
         self.register_buffer("offsets", offsets[: self.n_categorical], persistent=False)
         self.table = nn.Parameter(torch.randn(max(sum(cardinalities), 1), d) * 0.05)
+        self.sparse = False
         self.num_frequencies = None
         if self.numeric_encoding == "piecewise_linear":
             if numeric_edges is None or len(numeric_edges) != n:
@@ -120,7 +128,7 @@ class SharedEmbedding(nn.Module):
     def forward(self, cat, num, num_missing):
         parts = []
         if self.n_categorical:
-            parts.append(self.table[cat + self.offsets])  # (B, n_cat, d)
+            parts.append(F.embedding(cat + self.offsets, self.table, sparse=self.sparse))  # (B, n_cat, d)
         if self.n_numeric:
             parts.append(self._embed_numeric(num, num_missing))  # (B, n_num, d)
         return torch.cat(parts, dim=1).flatten(1)
@@ -173,10 +181,16 @@ class SharedEmbedding(nn.Module):
         """Write a combined flattened gradient (as laid out by :meth:`sparse_grad`) into ``.grad``."""
         d = self.embedding_dim
         n_rows = rows.numel() * d
-        table_grad = torch.zeros_like(self.table)
-        if rows.numel():
-            table_grad[rows] = flat[:n_rows].view(-1, d)
-        self.table.grad = table_grad
+        if self.sparse:  # rows are distinct: an already coalesced sparse gradient
+            self.table.grad = torch.sparse_coo_tensor(
+                rows.unsqueeze(0), flat[:n_rows].view(-1, d), self.table.shape, is_coalesced=True,
+                check_invariants=False,
+            )
+        else:
+            table_grad = torch.zeros_like(self.table)
+            if rows.numel():
+                table_grad[rows] = flat[:n_rows].view(-1, d)
+            self.table.grad = table_grad
         start = n_rows
         for p in self._numeric_parameters():
             if self.n_numeric:

@@ -69,6 +69,8 @@ class HTLNet(nn.Module):
     logits, then the core head's m outputs on the scale used by the loss (m = 1 but for "ziln").
     """
 
+    supports_per_task = True  # forward_from_embedding(..., per_task=True) for the gradient rule
+
     def __init__(
         self,
         cardinalities,
@@ -128,8 +130,11 @@ class HTLNet(nn.Module):
         """Shared embedding ``e``, float32 (batch, n_fields * embedding_dim)."""
         return self.embedding(cat, num, num_missing)
 
-    def forward_from_embedding(self, e, generator=None):
-        """Run the towers, LEUs and IFUs on a given shared embedding ``e``; returns (batch, k + 1)."""
+    def forward_from_embedding(self, e, generator=None, per_task=False):
+        """Run the towers, LEUs and IFUs on a given shared embedding ``e``; returns (batch, k + m),
+        or with ``per_task`` the list of each task's head output, (batch, width), unjoined: the
+        graph of task t's output then holds only what task t depends on, so a backward pass from
+        one task's loss does not traverse the other towers (the gradient rule needs one per task)."""
         reps, label_embs, outputs = [], [], []
         for t, (tower, head) in enumerate(zip(self.towers, self.heads)):
             if t == 0:
@@ -150,7 +155,7 @@ class HTLNet(nn.Module):
                 detach = torch.Tensor.detach if self.stop_gradient else (lambda v: v)
                 reps.append(detach(rep))
                 label_embs.append(self.label_embeddings[t](detach(out.squeeze(-1)), generator))
-        return join_outputs(outputs)
+        return outputs if per_task else join_outputs(outputs)
 
     def forward(self, cat, num, num_missing, generator=None):
         return self.forward_from_embedding(self.embed(cat, num, num_missing), generator)
