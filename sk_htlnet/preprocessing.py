@@ -193,6 +193,12 @@ class FeatureEncoder:
         cat = np.empty((n, len(self._cat_cols)), dtype=np.int64)
         for j, (c, vocab) in enumerate(zip(self._cat_cols, self.vocabularies_)):
             col = frame[c]
+            if isinstance(col.dtype, pd.CategoricalDtype):
+                # look up each category once, then gather by the column's codes (-1 = missing)
+                found = vocab.get_indexer(_as_object_index(pd.Series(col.cat.categories)))
+                lookup = np.append(np.where(found >= 0, found + 2, OOV_ID), MISSING_ID)
+                cat[:, j] = lookup[col.cat.codes.to_numpy()]
+                continue
             codes = vocab.get_indexer(_as_object_index(col))
             ids = np.where(codes >= 0, codes + 2, OOV_ID)
             ids[pd.isna(col).to_numpy()] = MISSING_ID
