@@ -263,9 +263,10 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Predictions are always in the target's units and estimate the conditional mean (with
         "log1p", through ``retransformation``).
     core_loss : {"auto", "mse", "ziln", "tweedie"}, default="auto"
-        Loss of the core target.  "auto" is "ziln" when every observed core value is >= 0 and
-        neither ``target_transform`` nor ``retransformation="smearing"`` asks for the MSE on a
-        transformed scale, else "mse" (so a signed target still fits).  "mse" (the paper's) on
+        Loss of the core target.  "auto" is "ziln" when every observed core value is >= 0,
+        ``target_transform`` is "auto" and ``retransformation`` is not "smearing" (any explicit
+        transform, "none" included, or smearing asks for the paper's MSE); else "mse" (so a signed
+        target still fits).  "mse" (the paper's) on
         the ``target_transform`` scale; "ziln" the
         zero-inflated lognormal likelihood (Wang et al., 2019: a probability of a positive amount
         and lognormal parameters ``mu``, ``sigma``, whose mean is ``p exp(mu + sigma^2 / 2)``);
@@ -550,7 +551,9 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         validate_data(self, X, reset=reset, skip_check_array=True)
         return X
 
-    def _check_targets(self, y, n_rows):
+    def _check_targets(self, y, n_rows, incremental=False):
+        """Parse and check y; ``incremental`` (a later chunk of partial_fit or a warm start) accepts
+        a stage with one class, which a chunk of a rare stage often has."""
         values, names, was_1d = _target_frame(y, n_rows)
         if values.shape[0] != n_rows:
             raise ValueError(f"X and y have different numbers of rows: {n_rows} and {values.shape[0]}")
@@ -566,7 +569,9 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     f"stage column {names[j]!r} must hold 0, 1 or NaN (missing); found "
                     f"{np.unique(seen[bad])[:5].tolist()}. The core target must be the last column."
                 )
-            if np.unique(seen).size < 2:
+            if seen.size == 0 and not incremental:
+                raise ValueError(f"stage column {names[j]!r} has no observed label (all NaN)")
+            if np.unique(seen).size < 2 and not incremental:
                 raise ValueError(
                     f"stage column {names[j]!r} has a single class ({np.unique(seen).tolist()}); "
                     "a stage needs both 0 and 1 labels to be learned"
@@ -799,11 +804,15 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             encoder = FeatureEncoder(self.categorical_features, self.numeric_encoding, self.n_bins)
             inputs = encoder.fit_transform(X)
         n_rows = inputs["cat"].shape[0]
-        values, names, was_1d = self._check_targets(y, n_rows)
+        values, names, was_1d = self._check_targets(y, n_rows, incremental=keep)
         if keep and names != self.target_names_:
             raise ValueError(f"y has targets {names}, but the model was fitted on {self.target_names_}")
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+            if not (sample_weight[~np.isnan(values[:, -1])] > 0).any():
+                raise ValueError(
+                    f"no row with an observed core target ({names[-1]!r}) has a positive sample_weight"
+                )
         y_model = values.copy()
         k = values.shape[1] - 1
         if not keep:
@@ -820,6 +829,17 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             ).fit(values[:, k])
             if self.core_loss_ != "mse":  # condition the likelihood: amounts in units of their mean
                 self._core_transform.std = _weighted_nanmean(values[:, k], sample_weight) or 1.0
+        else:  # a later chunk: the same checks of the core against the loss; widen the clipping range
+            self._resolve_target_transform(values[:, k], names[k])
+            observed = values[:, k][~np.isnan(values[:, k])]
+            if self.target_transform_ == "log1p" and observed.size and observed.min() <= -1:
+                raise ValueError(
+                    f"the model was fitted with target_transform='log1p', which needs a core target > -1; "
+                    f"column {names[k]!r} has values down to {observed.min():g}"
+                )
+            if observed.size:
+                self._core_transform.low = min(self._core_transform.low, float(observed.min()))
+                self._core_transform.high = max(self._core_transform.high, float(observed.max()))
         y_model[:, k] = self._core_transform.forward(values[:, k])  # the scale the loss sees
         dataset = FunnelDataset(
             inputs["cat"], inputs["num"], inputs["num_missing"], y_model.astype(np.float32), sample_weight

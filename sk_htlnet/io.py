@@ -231,7 +231,7 @@ def load_model(path):
         est._y_1d = bool(fitted["y_1d"])
         est.target_transform_ = str(fitted["target_transform"])
         est.core_loss_ = str(fitted["net_spec"]["criterion"].get("core_loss", "mse"))
-        transform = _CoreTransform(est.target_transform_, est.retransformation)
+        transform = _CoreTransform(est.target_transform_, est.retransformation, calibrate=est.core_loss_ != "mse")
         transform.mean = float(fitted["transform"]["mean"])
         transform.std = float(fitted["transform"]["std"])
         transform.smearing = float(fitted["transform"]["smearing"])

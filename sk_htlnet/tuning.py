@@ -411,6 +411,8 @@ class FunnelObjective:
             params["early_stopping"] = True
         self.base_params = params
         exclude = set(_SPACE) & set(params)
+        if np.nanmin(values[:, -1]) < 0:
+            exclude.add("core_loss")  # the likelihood losses need a core target >= 0
         if pruning and monitor not in _stage_keys(y, n_stages):
             exclude.update(_CORE_SCALE)  # they rescale the monitored loss: see search_space
         self.space = space or functools.partial(search_space, exclude=exclude)

@@ -238,3 +238,37 @@ def test_sparse_and_dense_updates_learn_alike(funnel):
     score = {s: HTLNetRegressor(sparse_updates=s, max_iter=8, random_state=0, **FAST).fit(X, Y).score(X, Y)
              for s in (True, False)}
     assert score[True] > 0.05 and abs(score[True] - score[False]) < 0.05
+
+
+# ---- later chunks and reloaded models (found by a review) ------------------------------------------
+def test_later_chunks_are_checked_and_widen_the_core_range(funnel):
+    X, Y = funnel
+    est = HTLNetRegressor(core_loss="ziln", random_state=0, **FAST).partial_fit(X[:700], Y[:700])
+    with pytest.raises(ValueError, match="needs a core target >= 0"):
+        est.partial_fit(X[700:], Y[700:].assign(core=Y["core"][700:] - 1))
+    bigger = Y[700:].assign(core=Y["core"][700:] * 100)
+    for _ in range(3):
+        est.partial_fit(X[700:], bigger)
+    assert est.predict(X[700:])[:, -1].max() > Y["core"][:700].max()  # not clipped to the first chunk
+    # a chunk in which a rare stage has one class is normal when streaming
+    est.partial_fit(X[:50], Y[:50].assign(stage_1=0, stage_2=0))
+    with pytest.raises(ValueError, match="single class"):
+        HTLNetRegressor(**FAST).fit(X[:50], Y[:50].assign(stage_1=0, stage_2=0))
+
+
+def test_reloaded_likelihood_model_keeps_its_recalibration_when_training_goes_on(funnel, tmp_path):
+    X, Y = funnel
+    est = HTLNetRegressor(core_loss="ziln", max_iter=1, random_state=0, **FAST).fit(X, Y)
+    save_model(est, tmp_path / "m.zip")
+    loaded = load_model(tmp_path / "m.zip")
+    loaded.partial_fit(X, Y)
+    assert loaded._core_transform.knots_z is not None  # still isotonic-recalibrated
+
+
+def test_weights_that_leave_no_observed_core_value_are_refused(funnel):
+    X, Y = funnel
+    core = Y["core"].copy()
+    core[:700] = np.nan
+    weight = np.r_[np.ones(700), np.zeros(len(X) - 700)]
+    with pytest.raises(ValueError, match="no row with an observed core target .* positive sample_weight"):
+        HTLNetRegressor(**FAST).fit(X, Y.assign(core=core), sample_weight=weight)

@@ -360,3 +360,14 @@ def test_grid_search_on_dask_cluster(funnel):
                                   local.cv_results_["mean_test_score"])
     assert on_dask.best_params_ == local.best_params_
     assert on_dask.best_estimator_.predict(X[:5]).shape == (5, 3)
+
+
+def test_signed_core_target_keeps_the_likelihood_losses_out_of_the_space(funnel):
+    X, Y = funnel
+    signed = Y.assign(core=Y["core"] - 10)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    objective = make_objective(X, signed, metric="nrmse", base_params=TINY, pruning=False)
+    for _ in range(10):
+        params = objective.space(study.ask())
+        assert "core_loss" not in params
+    assert "core_loss" in make_objective(X, Y, metric="nrmse", base_params=TINY, pruning=False).space(study.ask())
