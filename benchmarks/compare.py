@@ -224,6 +224,29 @@ def defaults_against_trees(results, tolerance=0.01):
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
+def encoding_and_loss_tables(results):
+    """Markdown tables of the issue-9 models beside the paper's HTLNet and gradient boosting: per
+    data set, mean ± std over seeds of the core target's Gini and NRMSE and the first stage's AUC."""
+    models = ["histgb", "htlnet"] + [m for m in MODELS if "+" in m] + [DEFAULT]
+    part = results[results["model"].isin(models)]
+    if part["model"].nunique() < 3:
+        return ""
+    out = []
+    for label, pick in [("core target: normalised Gini", lambda cols: [c for c in cols if c.endswith(":Gini")]),
+                        ("core target: NRMSE", lambda cols: [c for c in cols if c.endswith(":NRMSE")]),
+                        ("first stage: AUC", lambda cols: [c for c in cols if c.endswith(":AUC")][:1])]:
+        table = pd.DataFrame(index=[m for m in models if m in set(part["model"])])
+        for name, ds in part.groupby("dataset", sort=False):
+            cols = [c for c in ds.columns if ":" in c and ds[c].notna().any()]
+            for col in pick(cols):
+                stats = ds.groupby("model")[col].agg(["mean", "std", "count"])
+                table[f"{name} {col}"] = [
+                    f"{stats.loc[m, 'mean']:.3f} ± {stats.loc[m, 'std']:.3f} ({int(stats.loc[m, 'count'])})"
+                    if m in stats.index else "" for m in table.index]
+        out.append(f"#### {label} (mean ± std over seeds, number of seeds)\n\n{table.to_markdown()}\n")
+    return "\n".join(out)
+
+
 def summary(results):
     """Markdown tables: per data set, mean and std over seeds of each metric per model, then
     :func:`defaults_against_trees` when both models ran.
@@ -234,6 +257,9 @@ def summary(results):
     versus = defaults_against_trees(results)
     if versus:
         out.append(f"### The defaults against gradient boosting\n\n{versus}")
+    focus = encoding_and_loss_tables(results)
+    if focus:
+        out.append(f"### Numeric encodings and core losses\n\n{focus}")
     for name, part in results.groupby("dataset", sort=False):
         n_models = part["model"].nunique()
         complete = part.groupby("seed")["model"].nunique()
