@@ -131,6 +131,20 @@ def measure(n, quick):
     return rows
 
 
+def peak_rss_mb():
+    """This process's peak resident memory in MB: VmHWM from /proc (Linux), which starts afresh with
+    the process image; ``ru_maxrss`` would carry over the parent's peak through fork and exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def peak_memory(X, Y):
     """Peak resident memory (MB) of a fresh process: after its imports, after loading (X, Y) from a
     pickle, and after fitting one epoch with the rule (``ru_maxrss``, a high-water mark)."""
@@ -142,9 +156,8 @@ def peak_memory(X, Y):
         with open(path, "wb") as f:
             pickle.dump((X, Y), f, protocol=pickle.HIGHEST_PROTOCOL)
         code = (
-            "import resource, sys, json, pickle; sys.path.insert(0, %r); import speed; "
-            "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; base = peak(); "
-            "X, Y = pickle.load(open(%r, 'rb')); loaded = peak(); "
+            "import sys, json, pickle; sys.path.insert(0, %r); import speed; peak = speed.peak_rss_mb; "
+            "base = peak(); X, Y = pickle.load(open(%r, 'rb')); loaded = peak(); "
             "speed.ours(X, Y, gradient_adjustment='htlnet'); print(json.dumps([base, loaded, peak()]))"
         ) % (str(Path(__file__).resolve().parent), str(path))
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

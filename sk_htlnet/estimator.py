@@ -23,6 +23,7 @@ from .net import CORE_LOSSES, FunnelDataset, FunnelValidSplit, HybridLoss, Hybri
 from .preprocessing import FeatureEncoder
 
 _EPS_RATE = 1e-4
+_CALIBRATION_ROWS = 200_000  # training rows the retransformation is fitted on, at most
 
 
 class _CoreTransform:
@@ -280,8 +281,9 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Power of the Tweedie variance function (near 1: Poisson-like; near 2: Gamma-like).
     retransformation : {"isotonic", "smearing", "none"}, default="isotonic"
         With ``target_transform="log1p"``, how predictions on the log scale are mapped back to the
-        conditional mean, fitted on the training rows: "isotonic" (centered isotonic regression of
-        y on the network's output; adapts to zero inflation, keeps the ranking), "smearing"
+        conditional mean, fitted on the training rows (a seeded sample of 200,000 when there are
+        more): "isotonic" (centered isotonic regression of y on the network's output; adapts to
+        zero inflation, keeps the ranking), "smearing"
         (Duan's 1983 estimate, a single factor; biased when the log-scale residuals are not
         homoscedastic, as on zero-inflated amounts) or "none" (``expm1``, uncorrected: biased low).
         With ``core_loss`` "ziln" or "tweedie": "isotonic" recalibrates the distribution's mean
@@ -860,9 +862,20 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.net_ = net
         self.history_ = self.net_.history
         self.n_iter_ = len(self.history_)
+        # the retransformation needs the network's output on training rows: at most _CALIBRATION_ROWS of them
+        rows = np.arange(n_rows)
+        if n_rows > _CALIBRATION_ROWS:
+            rows = np.sort(np.random.default_rng(self._calibration_seed()).choice(n_rows, _CALIBRATION_ROWS, replace=False))
+            dataset = dataset.subset(rows)
         raw = self._forward(dataset)
-        self._core_transform.fit_retransformation(values[:, k], core_mean(raw[:, k:], self.core_loss_), sample_weight)
+        self._core_transform.fit_retransformation(
+            values[rows, k], core_mean(raw[:, k:], self.core_loss_),
+            None if sample_weight is None else sample_weight[rows],
+        )
         return self
+
+    def _calibration_seed(self):
+        return int(self.net_.seed) if self.net_.seed is not None else 0
 
     def _resolve_core_loss(self, core):
         """core_loss with "auto" resolved: "ziln" for an amount (every core value >= 0) unless a

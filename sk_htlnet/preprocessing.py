@@ -33,6 +33,17 @@ def _as_object_index(series):
     return pd.Index(series.to_numpy(dtype=object), dtype=object)
 
 
+def _vocabulary(col):
+    """Distinct non-missing values of a column in order of first appearance, as an object Index.
+
+    A categorical column is read through its codes (the same values and order, without turning
+    every row into a Python object)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = pd.unique(col.cat.codes.to_numpy())
+        return _as_object_index(pd.Series(col.cat.categories.take(codes[codes >= 0])))
+    return _as_object_index(col.dropna()).unique()
+
+
 class FeatureEncoder:
     """Fit vocabularies and scalers on X; transform X into (cat, num, num_missing) arrays.
 
@@ -145,7 +156,7 @@ class FeatureEncoder:
         cols = list(frame.columns)
         self._cat_cols = [c for c, m in zip(cols, self.categorical_mask_) if m]
         self._num_cols = [c for c, m in zip(cols, self.categorical_mask_) if not m]
-        self.vocabularies_ = [_as_object_index(frame[c].dropna()).unique() for c in self._cat_cols]
+        self.vocabularies_ = [_vocabulary(frame[c]) for c in self._cat_cols]
         self.cardinalities_ = [len(v) + 2 for v in self.vocabularies_]
         values = self._numeric_values(frame, self._num_cols)
         observed = ~np.isnan(values)
@@ -194,10 +205,14 @@ class FeatureEncoder:
         for j, (c, vocab) in enumerate(zip(self._cat_cols, self.vocabularies_)):
             col = frame[c]
             if isinstance(col.dtype, pd.CategoricalDtype):
-                # look up each category once, then gather by the column's codes (-1 = missing)
-                found = vocab.get_indexer(_as_object_index(pd.Series(col.cat.categories)))
-                lookup = np.append(np.where(found >= 0, found + 2, OOV_ID), MISSING_ID)
-                cat[:, j] = lookup[col.cat.codes.to_numpy()]
+                # look up each category present once, then gather by the column's codes (-1 = missing)
+                codes = col.cat.codes.to_numpy()
+                present = np.unique(codes[codes >= 0])
+                found = vocab.get_indexer(_as_object_index(pd.Series(col.cat.categories.take(present))))
+                lookup = np.full(len(col.cat.categories) + 1, OOV_ID, dtype=np.int64)
+                lookup[present] = np.where(found >= 0, found + 2, OOV_ID)
+                lookup[-1] = MISSING_ID
+                cat[:, j] = lookup[codes]
                 continue
             codes = vocab.get_indexer(_as_object_index(col))
             ids = np.where(codes >= 0, codes + 2, OOV_ID)

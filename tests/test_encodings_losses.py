@@ -272,3 +272,15 @@ def test_weights_that_leave_no_observed_core_value_are_refused(funnel):
     weight = np.r_[np.ones(700), np.zeros(len(X) - 700)]
     with pytest.raises(ValueError, match="no row with an observed core target .* positive sample_weight"):
         HTLNetRegressor(**FAST).fit(X, Y.assign(core=core), sample_weight=weight)
+
+
+def test_retransformation_is_fitted_on_a_seeded_sample_of_large_training_sets(funnel, monkeypatch):
+    import sk_htlnet.estimator as estimator_module
+
+    X, Y = funnel
+    monkeypatch.setattr(estimator_module, "_CALIBRATION_ROWS", 300)
+    fits = [HTLNetRegressor(core_loss="mse", max_iter=1, random_state=0, **FAST).fit(X, Y) for _ in range(2)]
+    knots = fits[0]._core_transform.knots_z
+    assert knots is not None and len(knots) <= 300  # one knot per isotonic block of at most 300 rows
+    np.testing.assert_array_equal(knots, fits[1]._core_transform.knots_z)  # the sample is seeded
+    assert np.isfinite(fits[0].predict(X)).all()
