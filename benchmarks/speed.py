@@ -102,7 +102,14 @@ def rechub_epoch(name, est, dataset):
     return raw_epoch(model, dataset, SIZES["batch_size"], loss, lambda m, x: m(rechub_peer._inputs(x)))
 
 
-def measure(n, quick):
+def measure(n, quick, repeats=1):
+    """Seconds of each measurement at n rows; with ``repeats`` > 1, the fastest of that many runs
+    of the whole set (a run's slowest moments are the machine's, not the code's)."""
+    runs = [_measure_once(n) for _ in range(repeats)]
+    return {key: min(run[key] for run in runs) if key.endswith("_s") else runs[0][key] for key in runs[0]}
+
+
+def _measure_once(n):
     X, Y = data(n)
     rows = {"rows": n}
     t_none, est_none = ours(X, Y, gradient_adjustment="none")
@@ -168,6 +175,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e5, 1e6, 1e7])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1, help="keep the fastest of this many runs per size")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     sizes = [5000] if args.quick else [int(s) for s in args.sizes]
@@ -175,7 +183,7 @@ def main(argv=None):
     ours(*data(2000))  # warm-up: the first torch calls are slow
     results = []
     for n in sizes:
-        row = measure(n, args.quick)
+        row = measure(n, args.quick, args.repeats)
         row["peak_imports_mb"], row["peak_loaded_mb"], row["peak_fit_mb"] = peak_memory(*data(n))
         results.append(row)
         print(json.dumps(row), flush=True)
