@@ -15,7 +15,7 @@ from skorch.utils import TeeGenerator, to_tensor
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CORE_LOSSES", "BatchIterator", "FunnelDataset", "FunnelValidSplit", "HybridLoss", "HybridNet",
+__all__ = ["BatchIterator", "FunnelDataset", "FunnelValidSplit", "HybridLoss", "HybridNet",
            "core_loss_width", "core_mean"]
 
 INPUT_KEYS = ("cat", "num", "num_missing")
