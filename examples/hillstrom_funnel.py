@@ -104,7 +104,9 @@ def plot(est, test, path):
         ax.plot(epochs, est.history_[:, f"valid_loss_{name}"], "s-", label="validation")
         best = int(np.argmin(est.history_[:, "valid_loss"]))
         ax.axvline(epochs[best], color="grey", ls=":", label="best epoch (restored)")
-        kind = f"MSE ({est.target_transform_} scale)" if name == names[-1] else "log loss"
+        core = {"mse": f"MSE ({est.target_transform_} scale)", "ziln": "ZILN negative log-likelihood",
+                "tweedie": "Tweedie negative log-likelihood"}[est.core_loss_]
+        kind = core if name == names[-1] else "log loss"
         ax.set(title=f"HTLNet learning curve: {name}", xlabel="epoch", ylabel=kind)
         ax.legend(fontsize=8)
     ax = axes[-1]
