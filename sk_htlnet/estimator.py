@@ -372,8 +372,9 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         The fitted skorch net.
     history_ : skorch.History
         Per-epoch records: ``train_loss``, ``valid_loss`` (monitored totals: stage BCEs plus the core
-        MSE over the transformed core's training variance), and per task ``train_loss_<name>``,
-        ``valid_loss_<name>`` (each task's optimised loss), plus skorch's ``dur`` and ``epoch``.
+        MSE over the transformed core's training variance, or the likelihood core loss as is), and
+        per task ``train_loss_<name>``, ``valid_loss_<name>`` (each task's optimised loss), plus
+        skorch's ``dur`` and ``epoch``.
     n_iter_ : int
         Epochs run.
 

@@ -314,7 +314,7 @@ class HybridNet(NeuralNet):
     Notes
     -----
     History keys: ``train_loss`` and ``valid_loss`` are the monitored totals (stage BCEs plus the
-    core MSE divided by ``criterion__core_scale``); ``train_loss_<name>`` / ``valid_loss_<name>`` are
+    core loss divided by ``criterion__core_scale``, which is 1 for the likelihood losses); ``train_loss_<name>`` / ``valid_loss_<name>`` are
     each task's optimised loss (the core's on its transformed scale), averaged over batches weighted
     by batch size.
     """
