@@ -217,13 +217,8 @@ class HybridLoss(nn.Module):
         self.register_buffer("monitor_weights", monitor)
 
     def objective(self, task_losses):
-        """The per-task terms that are optimised: static task weights, and the uncertainty terms."""
-        terms = task_losses * self.task_weights
-        if self.log_vars is not None:
-            scale = torch.ones_like(terms)
-            scale[-1] = 0.5  # regression: 1 / (2 sigma^2); classification: 1 / sigma^2
-            terms = scale * torch.exp(-self.log_vars) * terms + 0.5 * self.log_vars
-        return terms
+        """The per-task terms that are optimised (:meth:`objective_term` of each), float32 (k + 1,)."""
+        return torch.stack([self.objective_term(t, loss) for t, loss in enumerate(task_losses)])
 
     def core_per_row(self, out, y):
         """Per-row core loss, (batch,), for the core head's outputs ``out`` (batch, m) and labels y."""
@@ -257,7 +252,9 @@ class HybridLoss(nn.Module):
         return (per_row * mask).sum() / mask.sum().clamp_min(1.0)
 
     def objective_term(self, t, loss):
-        """Task t's optimised term, as :meth:`objective` computes it for a 0-d ``loss``."""
+        """Task t's optimised term for its 0-d ``loss``: the static task weight, and with
+        ``uncertainty`` Kendall et al.'s ``scale exp(-s_t) L + s_t / 2`` (scale 1/2 for the
+        regression, 1 for a classification)."""
         term = loss * self.task_weights[t]
         if self.log_vars is not None:
             scale = 0.5 if t == self.n_stages else 1.0
@@ -265,22 +262,9 @@ class HybridLoss(nn.Module):
         return term
 
     def forward(self, y_pred, y_true, sample_weight=None):
-        observed = ~torch.isnan(y_true)
-        target = torch.where(observed, y_true, torch.zeros_like(y_true))
         k = self.n_stages
-        per_row = torch.cat(
-            [
-                F.binary_cross_entropy_with_logits(
-                    y_pred[:, :k], target[:, :k], pos_weight=self.pos_weight, reduction="none"
-                ),
-                self.core_per_row(y_pred[:, k:], target[:, k]).unsqueeze(1),
-            ],
-            dim=1,
-        )
-        mask = observed.to(per_row.dtype)
-        if sample_weight is not None:
-            mask = mask * sample_weight.unsqueeze(1)
-        return (per_row * mask).sum(0) / mask.sum(0).clamp_min(1.0)
+        outputs = [y_pred[:, t : t + 1] for t in range(k)] + [y_pred[:, k:]]
+        return torch.stack([self.task_loss(t, out, y_true, sample_weight) for t, out in enumerate(outputs)])
 
 
 class HybridNet(NeuralNet):
