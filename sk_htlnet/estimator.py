@@ -64,17 +64,29 @@ class _CoreTransform:
         self.low = -np.inf
         self.high = np.inf
 
-    def fit(self, y):
-        observed = y[~np.isnan(y)]
-        self.low, self.high = float(observed.min()), float(observed.max())
+    def _check(self, observed):
         if self.kind == "log1p" and observed.size and observed.min() <= -1:
             raise ValueError(
                 "target_transform='log1p' needs a core target > -1 (amounts are usually >= 0); "
                 f"the smallest core value is {observed.min():g}. Use 'standardize' instead."
             )
+
+    def fit(self, y):
+        observed = y[~np.isnan(y)]
+        self.low, self.high = float(observed.min()), float(observed.max())
+        self._check(observed)
         if self.kind == "standardize" and observed.size:
             self.mean = float(observed.mean())
             self.std = float(observed.std()) or 1.0
+        return self
+
+    def update(self, y):
+        """A later chunk of training rows (``partial_fit``, warm start): the same check as ``fit``,
+        and the clipping range widened to its values; the scale is kept."""
+        observed = y[~np.isnan(y)]
+        self._check(observed)
+        if observed.size:
+            self.low, self.high = min(self.low, float(observed.min())), max(self.high, float(observed.max()))
         return self
 
     def forward(self, y):
@@ -232,8 +244,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     numeric_encoding : {"linear", "quantile", "piecewise_linear", "periodic"}, \
             default="piecewise_linear"
         How numeric columns enter the shared embedding (standardised and clipped to the training
-        range first): "linear" ``x W_j + b_j`` (the paper's sketch); "quantile" one learned row per training-quantile
-        bucket (``n_bins``), like a categorical field; "piecewise_linear" Gorishniy et al.'s (2022)
+        range first): "linear" ``x W_j + b_j`` (the paper's sketch); "quantile" one learned row per
+        training-quantile bucket (``n_bins``), like a categorical field; "piecewise_linear" Gorishniy et al.'s (2022)
         piecewise-linear encoding over the same quantile bins, then a linear map; "periodic" their
         PLR embedding (trainable sin/cos frequencies, linear, ReLU).  Bin edges are learned in
         ``fit`` from the training rows and reused by ``predict``.  Missing values always get their
@@ -267,8 +279,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Loss of the core target.  "auto" is "ziln" when every observed core value is >= 0,
         ``target_transform`` is "auto" and ``retransformation`` is not "smearing" (any explicit
         transform, "none" included, or smearing asks for the paper's MSE); else "mse" (so a signed
-        target still fits).  "mse" (the paper's) on
-        the ``target_transform`` scale; "ziln" the
+        target still fits).  "mse" (the paper's) on the ``target_transform`` scale; "ziln" the
         zero-inflated lognormal likelihood (Wang et al., 2019: a probability of a positive amount
         and lognormal parameters ``mu``, ``sigma``, whose mean is ``p exp(mu + sigma^2 / 2)``);
         "tweedie" the Tweedie likelihood with log link and power ``tweedie_power`` (mean
@@ -283,9 +294,9 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         With ``target_transform="log1p"``, how predictions on the log scale are mapped back to the
         conditional mean, fitted on the training rows (a seeded sample of 200,000 when there are
         more): "isotonic" (centered isotonic regression of y on the network's output; adapts to
-        zero inflation, keeps the ranking), "smearing"
-        (Duan's 1983 estimate, a single factor; biased when the log-scale residuals are not
-        homoscedastic, as on zero-inflated amounts) or "none" (``expm1``, uncorrected: biased low).
+        zero inflation, keeps the ranking), "smearing" (Duan's 1983 estimate, a single factor;
+        biased when the log-scale residuals are not homoscedastic, as on zero-inflated amounts) or
+        "none" (``expm1``, uncorrected: biased low).
         With ``core_loss`` "ziln" or "tweedie": "isotonic" recalibrates the distribution's mean
         the same way, "none" returns it as computed ("smearing" is refused).  No effect with
         "standardize" or "none" transforms of the MSE (their inverse is exact).
@@ -834,15 +845,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 self._core_transform.std = _weighted_nanmean(values[:, k], sample_weight) or 1.0
         else:  # a later chunk: the same checks of the core against the loss; widen the clipping range
             self._resolve_target_transform(values[:, k], names[k])
-            observed = values[:, k][~np.isnan(values[:, k])]
-            if self.target_transform_ == "log1p" and observed.size and observed.min() <= -1:
-                raise ValueError(
-                    f"the model was fitted with target_transform='log1p', which needs a core target > -1; "
-                    f"column {names[k]!r} has values down to {observed.min():g}"
-                )
-            if observed.size:
-                self._core_transform.low = min(self._core_transform.low, float(observed.min()))
-                self._core_transform.high = max(self._core_transform.high, float(observed.max()))
+            self._core_transform.update(values[:, k])
         y_model[:, k] = self._core_transform.forward(values[:, k])  # the scale the loss sees
         dataset = FunnelDataset(
             inputs["cat"], inputs["num"], inputs["num_missing"], y_model.astype(np.float32), sample_weight
@@ -866,7 +869,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         # the retransformation needs the network's output on training rows: at most _CALIBRATION_ROWS of them
         rows = np.arange(n_rows)
         if n_rows > _CALIBRATION_ROWS:
-            rows = np.sort(np.random.default_rng(self._calibration_seed()).choice(n_rows, _CALIBRATION_ROWS, replace=False))
+            rng = np.random.default_rng(self.net_.seed)
+            rows = np.sort(rng.choice(n_rows, _CALIBRATION_ROWS, replace=False))
             dataset = dataset.subset(rows)
         raw = self._forward(dataset)
         self._core_transform.fit_retransformation(
@@ -874,9 +878,6 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             None if sample_weight is None else sample_weight[rows],
         )
         return self
-
-    def _calibration_seed(self):
-        return int(self.net_.seed) if self.net_.seed is not None else 0
 
     def _resolve_core_loss(self, core):
         """core_loss with "auto" resolved: "ziln" for an amount (every core value >= 0) unless a

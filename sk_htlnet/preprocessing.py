@@ -220,7 +220,7 @@ class FeatureEncoder:
             cat[:, j] = ids
         missing = np.isnan(values)
         clipped = np.clip(values, self.min_, self.max_)
-        if getattr(self, "numeric_encoding", "linear") == "quantile":
+        if self.numeric_encoding == "quantile":
             buckets = np.empty(values.shape, dtype=np.int64)
             for j, edges in enumerate(self.bin_edges_):  # bucket b of [edges[b], edges[b + 1]) -> id b + 2
                 buckets[:, j] = np.searchsorted(edges[1:-1], clipped[:, j], side="right") + 2

@@ -254,6 +254,9 @@ def test_later_chunks_are_checked_and_widen_the_core_range(funnel):
     est.partial_fit(X[:50], Y[:50].assign(stage_1=0, stage_2=0))
     with pytest.raises(ValueError, match="single class"):
         HTLNetRegressor(**FAST).fit(X[:50], Y[:50].assign(stage_1=0, stage_2=0))
+    log1p = HTLNetRegressor(core_loss="mse", random_state=0, **FAST).partial_fit(X[:700], Y[:700])
+    with pytest.raises(ValueError, match="target_transform='log1p' needs a core target > -1"):
+        log1p.partial_fit(X[700:], Y[700:].assign(core=Y["core"][700:] - 5))
 
 
 def test_reloaded_likelihood_model_keeps_its_recalibration_when_training_goes_on(funnel, tmp_path):
