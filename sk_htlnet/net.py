@@ -356,11 +356,12 @@ class HybridNet(NeuralNet):
         """``optimizer`` on every parameter, or, with ``sparse_updates``, on all but the embedding
         tables, which get ``torch.optim.SparseAdam`` (same ``lr``, ``optimizer__betas`` and
         ``optimizer__eps`` when set; SparseAdam has no weight decay) as ``embedding_optimizer_``."""
-        for emb in self._tables():
+        embeddings = self._tables()
+        for emb in embeddings:
             emb.sparse = bool(self.sparse_updates)
         if not self.sparse_updates:
             return super().initialize_optimizer(*args, **kwargs)
-        tables = {id(emb.table) for emb in self._tables()}
+        tables = {id(emb.table) for emb in embeddings}
         named = list(self.get_all_learnable_params())
         dense = [(n, p) for n, p in named if id(p) not in tables]
         args, kwargs = self.get_params_for_optimizer("optimizer", dense)

@@ -51,7 +51,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from . import metrics as _metrics
 from .estimator import HTLNetRegressor
-from .net import TrainingDivergedError
+from .modules.embedding import NUMERIC_ENCODINGS
+from .net import CORE_LOSSES, TrainingDivergedError
 
 __all__ = [
     "FunnelObjective",
@@ -86,8 +87,8 @@ _SPACE = {
     "clip_ratio": FloatDistribution(1.0, 100.0, log=True),
     "tau": FloatDistribution(0.2, 5.0, log=True),
     "label_sampling": CategoricalDistribution(("hard", "relaxed")),
-    "numeric_encoding": CategoricalDistribution(("linear", "quantile", "piecewise_linear", "periodic")),
-    "core_loss": CategoricalDistribution(("mse", "ziln", "tweedie")),
+    "numeric_encoding": CategoricalDistribution(NUMERIC_ENCODINGS),
+    "core_loss": CategoricalDistribution(CORE_LOSSES),
     "target_transform": CategoricalDistribution(("auto", "standardize")),  # sampled after core_loss
 }
 # parameters that change the scale of every loss that includes the core target
