@@ -39,6 +39,7 @@ SIZES = dict(embedding_dim=16, tower_units=(128, 64, 32), batch_size=1024, learn
 PAPER = dict(numeric_encoding="linear", core_loss="mse", sparse_updates=False)
 BASELINE = dict(gradient_adjustment="none", **PAPER)  # the literature's baselines train with the plain sum
 DEFAULT = "default"  # HTLNetRegressor(random_state=seed): every other parameter at its default
+UNTUNED = {}  # its spec: fit_htlnet_family recognises this very dict and sets nothing but the seed
 MODELS = {
     "htlnet": dict(PAPER),
     "single_task": dict(architecture="single_task", **BASELINE),
@@ -68,7 +69,7 @@ MODELS = {
     "htlnet+ziln": dict(PAPER, numeric_encoding="linear", core_loss="ziln"),
     "htlnet+tweedie": dict(PAPER, numeric_encoding="linear", core_loss="tweedie"),
     "htlnet+piecewise_linear+ziln": dict(PAPER, numeric_encoding="piecewise_linear", core_loss="ziln"),
-    DEFAULT: DEFAULT,
+    DEFAULT: UNTUNED,
 }
 # the models of the paper's comparison (issue 6); the others are run with --models
 PAPER_MODELS = [m for m in MODELS if "+" not in m and m != DEFAULT]
@@ -84,7 +85,7 @@ def n_params(module):
 
 
 def fit_htlnet_family(params, X, Y, seed, max_iter):
-    if params == DEFAULT:  # what an untuned user gets: the estimator's own defaults, early stopping included
+    if params is UNTUNED:  # what an untuned user gets: the estimator's own defaults, early stopping included
         est = HTLNetRegressor(random_state=seed)
     else:
         est = HTLNetRegressor(**SIZES, **params, max_iter=max_iter, early_stopping=True,
@@ -152,7 +153,7 @@ def main(argv=None):
         import torch_rechub  # noqa: F401
     except ImportError:
         print("torch-rechub is not installed (pip install torch-rechub==0.9.0): skipping its models")
-        args.models = [m for m in args.models if not isinstance(MODELS[m], str) or MODELS[m] == DEFAULT]
+        args.models = [m for m in args.models if not isinstance(MODELS[m], str)]
     warm = datasets.load("hillstrom", 300)  # first torch calls are slow: keep them out of the timings
     HTLNetRegressor(max_iter=1, random_state=0).fit(*warm)
     done_path = args.out / "results.csv"
@@ -173,7 +174,7 @@ def main(argv=None):
                 spec = MODELS[model]
                 if spec is None:
                     predict, per_epoch, size, est = fit_histgb(X_fit, Y_fit, seed)
-                elif isinstance(spec, str) and spec != DEFAULT:
+                elif isinstance(spec, str):
                     import rechub_peer
 
                     predict, per_epoch, size, est = rechub_peer.fit(spec, X_fit, Y_fit, seed, args.max_iter, SIZES)
