@@ -42,7 +42,7 @@ def _build(name, enc, n_tasks, sizes):
 
 
 def _inputs(batch):
-    x = {f"c{j}": batch["cat"][:, j] for j in range(batch["cat"].shape[1])}
+    x = {f"c{j}": batch["cat"][:, j].long() for j in range(batch["cat"].shape[1])}
     x.update({f"n{j}": batch["num"][:, j] for j in range(batch["num"].shape[1])})
     return x
 
@@ -100,7 +100,7 @@ def fit(name, X, Y, seed, max_iter, sizes):
             losses.sum().backward()
             opt.step()
         pred = torch.as_tensor(_predict_raw(model, valid, bs), dtype=torch.float32)
-        _, monitored = _losses(pred, valid.y, k, core_var)
+        _, monitored = _losses(pred, valid.targets(), k, core_var)
         if monitored.item() < best - 1e-4:
             best, misses = monitored.item(), 0
             best_state = {n: v.clone() for n, v in model.state_dict().items()}

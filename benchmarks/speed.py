@@ -13,8 +13,13 @@ at each size in ``--sizes``, one epoch of each of:
 (e) peak resident memory of a fit (in a fresh process that loads the data from a pickle written by
     this script, so the data generation does not count) against the size of the input data.
 
+Sizes above ``--all-models-up-to`` (default 1e6) run only what the scaling needs: the HTLNet fit
+of (e), timed in its fresh process, and the input size.  An epoch of one model at 1e7 rows takes
+about 12 minutes on one CPU core, so all eight models there would take hours.
+
     python benchmarks/speed.py                 # sizes 1e5 1e6 1e7
     python benchmarks/speed.py --quick         # 5,000 rows, for the test suite
+    python benchmarks/speed.py --device cuda   # on a GPU (memory: also the GPU's peak allocation)
 
 Writes ``--out``/speed.csv and prints the ratio tables.
 """
@@ -42,6 +47,17 @@ SIZES = dict(embedding_dim=16, tower_units=(128, 64, 32), batch_size=4096, n_thr
 # the model of the comparison: the paper's linear numerics and MSE, so the ratios measure the code paths
 # (wrapper, rule, architecture), not the choice of encoding or loss; the peer gets the same inputs
 MODEL = dict(numeric_encoding="linear", core_loss="mse")
+DEVICE = torch.device("cpu")  # set by --device
+
+
+def _sync():
+    """Wait for the GPU's queued work, so a timer stops when the work is done."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def _to_device(batch):
+    return {k: v.to(DEVICE, non_blocking=True) for k, v in batch.items()}
 
 
 def data(n):
@@ -55,9 +71,10 @@ def _tensors(est, X, Y):
 
 def ours(X, Y, **params):
     """Seconds for one epoch of HTLNetRegressor (no validation split), and the fitted estimator."""
-    est = HTLNetRegressor(**{**SIZES, **MODEL, **params}, max_iter=1, early_stopping=False)
+    est = HTLNetRegressor(**{**SIZES, **MODEL, **params}, device=str(DEVICE), max_iter=1, early_stopping=False)
     t0 = time.perf_counter()
     est.fit(X, Y)
+    _sync()
     return time.perf_counter() - t0, est
 
 
@@ -71,16 +88,19 @@ def raw_epoch(module, dataset, batch_size, criterion, forward):
     optimizers = [torch.optim.Adam([p for p in module.parameters() if id(p) not in sparse], lr=1e-3)]
     if tables:
         optimizers.append(torch.optim.SparseAdam(tables, lr=1e-3))
-    module.train()
+    module.to(DEVICE).train()
+    _sync()
     t0 = time.perf_counter()
     order = torch.randperm(len(dataset))
     for start in range(0, len(dataset), batch_size):
         x, y = dataset._slice(order[start:start + batch_size])
+        x, y = _to_device(x), y.to(DEVICE, non_blocking=True)
         for opt in optimizers:
             opt.zero_grad()
         criterion(forward(module, x), y).sum().backward()
         for opt in optimizers:
             opt.step()
+    _sync()
     return time.perf_counter() - t0
 
 
@@ -102,16 +122,19 @@ def rechub_epoch(name, est, dataset):
     return raw_epoch(model, dataset, SIZES["batch_size"], loss, lambda m, x: m(rechub_peer._inputs(x)))
 
 
-def measure(n, quick, repeats=1):
-    """Seconds of each measurement at n rows; with ``repeats`` > 1, the fastest of that many runs
+def measure(X, Y, repeats=1):
+    """Seconds of each measurement on (X, Y); with ``repeats`` > 1, the fastest of that many runs
     of the whole set (a run's slowest moments are the machine's, not the code's)."""
-    runs = [_measure_once(n) for _ in range(repeats)]
+    runs = [_measure_once(X, Y) for _ in range(repeats)]
     return {key: min(run[key] for run in runs) if key.endswith("_s") else runs[0][key] for key in runs[0]}
 
 
-def _measure_once(n):
-    X, Y = data(n)
-    rows = {"rows": n}
+def input_mb(X, Y):
+    return (X.memory_usage(deep=True).sum() + Y.memory_usage(deep=True).sum()) / 2**20
+
+
+def _measure_once(X, Y):
+    rows = {"rows": len(X)}
     t_none, est_none = ours(X, Y, gradient_adjustment="none")
     t_rule, _ = ours(X, Y, gradient_adjustment="htlnet")
     dataset = _tensors(est_none, X, Y)
@@ -130,12 +153,13 @@ def _measure_once(n):
     est_none.predict(X)
     rows["ours_predict_s"] = time.perf_counter() - t0
     module.eval()
+    _sync()
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for start in range(0, len(dataset), SIZES["batch_size"]):
-            module(**dataset._slice(slice(start, start + SIZES["batch_size"]))[0])
-    rows["raw_predict_s"] = time.perf_counter() - t0
-    rows["input_mb"] = (X.memory_usage(deep=True).sum() + Y.memory_usage(deep=True).sum()) / 2**20
+        out = [module(**_to_device(dataset._slice(slice(start, start + SIZES["batch_size"]))[0])).cpu()
+               for start in range(0, len(dataset), SIZES["batch_size"])]
+    rows["raw_predict_s"] = time.perf_counter() - t0  # .cpu(), like predict's numpy output, waits for the GPU
+    rows["input_mb"] = input_mb(X, Y)
     return rows
 
 
@@ -154,8 +178,9 @@ def peak_rss_mb():
 
 
 def peak_memory(X, Y):
-    """Peak resident memory (MB) of a fresh process: after its imports, after loading (X, Y) from a
-    pickle, and after fitting one epoch with the rule (``ru_maxrss``, a high-water mark)."""
+    """A fresh process fits one epoch with the rule: its peak resident memory (MB) after its imports,
+    after loading (X, Y) from a pickle and after the fit (high-water marks), the fit's seconds, and the
+    GPU's peak allocation (MB) on a GPU (else NaN)."""
     import pickle
     import tempfile
 
@@ -164,10 +189,13 @@ def peak_memory(X, Y):
         with open(path, "wb") as f:
             pickle.dump((X, Y), f, protocol=pickle.HIGHEST_PROTOCOL)
         code = (
-            "import sys, json, pickle; sys.path.insert(0, %r); import speed; peak = speed.peak_rss_mb; "
+            "import sys, json, pickle, torch; sys.path.insert(0, %r); import speed; peak = speed.peak_rss_mb; "
+            "speed.DEVICE = torch.device(%r); torch.set_num_threads(1); "
             "base = peak(); X, Y = pickle.load(open(%r, 'rb')); loaded = peak(); "
-            "speed.ours(X, Y, gradient_adjustment='htlnet'); print(json.dumps([base, loaded, peak()]))"
-        ) % (str(Path(__file__).resolve().parent), str(path))
+            "seconds = speed.ours(X, Y, gradient_adjustment='htlnet')[0]; "
+            "gpu = torch.cuda.max_memory_allocated() / 2**20 if speed.DEVICE.type == 'cuda' else float('nan'); "
+            "print(json.dumps([base, loaded, peak(), seconds, gpu]))"
+        ) % (str(Path(__file__).resolve().parent), str(DEVICE), str(path))
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -175,33 +203,51 @@ def peak_memory(X, Y):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e5, 1e6, 1e7])
+    parser.add_argument("--all-models-up-to", type=float, default=1e6,
+                        help="larger sizes run only the HTLNet fit of the memory probe (scaling and memory)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=1, help="keep the fastest of this many runs per size")
+    parser.add_argument("--device", default="cpu", help='torch device of every model, e.g. "cuda"')
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     sizes = [5000] if args.quick else [int(s) for s in args.sizes]
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(1)
     ours(*data(2000))  # warm-up: the first torch calls are slow
+    name = ("speed_quick" if args.quick else "speed") + ("" if DEVICE.type == "cpu" else f"_{DEVICE.type}")
+    args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for n in sizes:
-        row = measure(n, args.quick, args.repeats)
-        row["peak_imports_mb"], row["peak_loaded_mb"], row["peak_fit_mb"] = peak_memory(*data(n))
+        X, Y = data(n)
+        row = measure(X, Y, args.repeats) if n <= args.all_models_up_to else {"rows": n, "input_mb": input_mb(X, Y)}
+        memory = peak_memory(X, Y)
+        del X, Y
+        row["peak_imports_mb"], row["peak_loaded_mb"], row["peak_fit_mb"], row["fresh_htlnet_s"] = memory[:4]
+        row["peak_gpu_mb"] = memory[4]
         results.append(row)
         print(json.dumps(row), flush=True)
+        pd.DataFrame(results).to_csv(args.out / f"{name}_partial.csv", index=False)  # kept if a later size fails
     table = pd.DataFrame(results).set_index("rows")
+    table = table.reindex(columns=list(dict.fromkeys(c for r in results for c in r if c != "rows")))
+
+    def col(name):  # NaN where a size did not measure it
+        return table[name] if name in table else pd.Series(np.nan, index=table.index)
+
     ratios = pd.DataFrame({
-        "(a) wrapper / raw loop": table["ours_none_s"] / table["raw_loop_s"],
-        "(a) training loop only / raw loop": table["ours_none_loop_s"] / table["raw_loop_s"],
-        "(b) htlnet rule / none": table["ours_htlnet_s"] / table["ours_none_s"],
-        "(c) rechub MMoE / ours (speed-up)": table["rechub_mmoe_s"] / table["ours_mmoe_s"],
-        "(c) rechub PLE / ours (speed-up)": table["rechub_ple_s"] / table["ours_ple_s"],
-        "(c) HTLNet / rechub MMoE": table["ours_htlnet_s"] / table["rechub_mmoe_s"],
-        "(d) predict / raw forward": table["ours_predict_s"] / table["raw_predict_s"],
-        "(e) peak memory of a fit / input": (table["peak_fit_mb"] - table["peak_imports_mb"]) / table["input_mb"],
-        "fit rows/s (htlnet)": table.index / table["ours_htlnet_s"],
+        "(a) wrapper / raw loop": col("ours_none_s") / col("raw_loop_s"),
+        "(a) training loop only / raw loop": col("ours_none_loop_s") / col("raw_loop_s"),
+        "(b) htlnet rule / none": col("ours_htlnet_s") / col("ours_none_s"),
+        "(c) rechub MMoE / ours (speed-up)": col("rechub_mmoe_s") / col("ours_mmoe_s"),
+        "(c) rechub PLE / ours (speed-up)": col("rechub_ple_s") / col("ours_ple_s"),
+        "(c) HTLNet / rechub MMoE": col("ours_htlnet_s") / col("rechub_mmoe_s"),
+        "(d) predict / raw forward": col("ours_predict_s") / col("raw_predict_s"),
+        "(e) peak memory of a fit / input": (col("peak_fit_mb") - col("peak_imports_mb")) / col("input_mb"),
+        "fit rows/s (htlnet)": table.index / col("ours_htlnet_s"),
+        "fit rows/s (htlnet, fresh process)": table.index / col("fresh_htlnet_s"),
     })
-    args.out.mkdir(parents=True, exist_ok=True)
-    table.join(ratios).to_csv(args.out / ("speed_quick.csv" if args.quick else "speed.csv"))
+    table.join(ratios).to_csv(args.out / f"{name}.csv")
+    (args.out / f"{name}_partial.csv").unlink()
     print(ratios.to_string(float_format=lambda v: f"{v:.2f}"))
     return table, ratios
 

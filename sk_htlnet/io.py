@@ -19,10 +19,12 @@ cannot carry code.
 
 import hashlib
 import json
+import warnings
 import zipfile
 
 import numpy as np
 import pandas as pd
+import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -175,12 +177,16 @@ def _read_archive(path):
     return members
 
 
-def load_model(path):
+def load_model(path, device=None):
     """Load a model saved by :func:`save_model`, executing nothing from the file.
 
     Parameters
     ----------
     path : str or path-like
+    device : str or torch.device, default=None
+        Where to put the model (its ``device`` parameter).  None keeps the device it was saved
+        from, except that a model saved from a GPU loads on ``"cpu"``, with a warning, where no
+        GPU is available (as skorch does for pickles).
 
     Returns
     -------
@@ -193,10 +199,14 @@ def load_model(path):
     ModelFileError
         If the file is not a zip archive with exactly the expected members, a digest does not
         match, the format or version is unknown, or a field is malformed.
+    ValueError
+        If ``device`` names a GPU and none is available.
     """
     from .estimator import HTLNetRegressor, _CoreTransform
     from .preprocessing import FeatureEncoder
 
+    if device is not None:
+        HTLNetRegressor(device=device)._check_setup()  # a clear error for device="cuda" without a GPU
     members = _read_archive(path)
     try:
         config = json.loads(members["config.json"])
@@ -206,7 +216,16 @@ def load_model(path):
         raise ModelFileError(f"unknown format {config.get('format')!r} version {config.get('version')!r}")
     try:
         fitted = config["fitted"]
-        est = HTLNetRegressor(**config["params"])
+        params = dict(config["params"])
+        if device is not None:
+            params["device"] = device
+        elif torch.device(params.get("device", "cpu")).type == "cuda" and not torch.cuda.is_available():
+            warnings.warn(
+                f"the model was saved from device={params['device']!r}, but no GPU is available: "
+                "loading it on 'cpu' (pass device= to choose)", UserWarning, stacklevel=2,
+            )
+            params["device"] = "cpu"
+        est = HTLNetRegressor(**params)
         est._validate_params()
         enc = FeatureEncoder(est.categorical_features, est.numeric_encoding, est.n_bins)
         enc._columns = [_decode_value(c) for c in fitted["columns"]]

@@ -6,6 +6,8 @@ entries in the history, a fast tensor batch iterator, and seeded private random 
 a fixed seed gives bit-identical fits on CPU without touching the global torch seed.
 """
 
+import copy
+
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
@@ -30,25 +32,36 @@ class FunnelDataset(torch.utils.data.Dataset):
 
     Parameters
     ----------
-    cat : int64 array-like (n, n_categorical)
+    cat : int32 or int64 array-like (n, n_categorical)
+        Per-field ids, kept in their integer type (other types become int64).
     num : float32 array-like (n, n_numeric), missing values set to 0
     num_missing : bool array-like (n, n_numeric)
     y : float32 array-like (n, n_tasks), NaN for a missing label, optional
     sample_weight : float32 array-like (n,), optional
         Per-row loss weights; batches then carry them under the key ``"sample_weight"``.
+
+    Notes
+    -----
+    Arrays of the right dtype are shared with the caller, not copied.  :meth:`subset` gives a view
+    of some rows: the tensors stay shared and only the row indices are stored (``rows``).
     """
 
     def __init__(self, cat, num, num_missing, y=None, sample_weight=None):
-        self.cat = torch.as_tensor(cat, dtype=torch.long)
+        self.cat = torch.as_tensor(cat)
+        if self.cat.dtype not in (torch.int32, torch.int64):
+            self.cat = self.cat.long()
         self.num = torch.as_tensor(num, dtype=torch.float32)
         self.num_missing = torch.as_tensor(num_missing, dtype=torch.bool)
         self.y = None if y is None else torch.as_tensor(y, dtype=torch.float32)
         self.sample_weight = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
+        self.rows = None  # int64 row indices of a view made by subset(); None: every row
 
     def __len__(self):
-        return self.cat.shape[0]
+        return self.cat.shape[0] if self.rows is None else self.rows.numel()
 
     def _slice(self, idx):
+        if self.rows is not None:
+            idx = self.rows[idx]
         x = {"cat": self.cat[idx], "num": self.num[idx], "num_missing": self.num_missing[idx]}
         if self.sample_weight is not None:
             x["sample_weight"] = self.sample_weight[idx]
@@ -59,11 +72,18 @@ class FunnelDataset(torch.utils.data.Dataset):
         x, y = self._slice(i)
         return x, (torch.zeros(0) if y is None else y)
 
+    def targets(self):
+        """The labels of this data set's rows, float32 (len(self), n_tasks), or None."""
+        if self.y is None or self.rows is None:
+            return self.y
+        return self.y[self.rows]
+
     def subset(self, idx):
-        """A new dataset holding the rows ``idx`` (one copy, made once)."""
+        """A view of the rows ``idx`` of this data set (positions in it): no tensor is copied."""
+        view = copy.copy(self)
         idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-        x, y = self._slice(idx)
-        return FunnelDataset(x["cat"], x["num"], x["num_missing"], y, x.get("sample_weight"))
+        view.rows = idx if self.rows is None else self.rows[idx]
+        return view
 
 
 class BatchIterator:
@@ -109,8 +129,9 @@ class FunnelValidSplit:
     def __call__(self, dataset, y=None, **fit_params):
         n = len(dataset)
         stratify = None
-        if self.n_stages and dataset.y is not None:
-            stages = dataset.y[:, : self.n_stages].numpy()
+        y = dataset.targets()
+        if self.n_stages and y is not None:
+            stages = y[:, : self.n_stages].numpy()
             if not np.isnan(stages).any():
                 depth = stages.sum(axis=1).astype(int)
                 counts = np.bincount(depth)
@@ -376,6 +397,34 @@ class HybridNet(NeuralNet):
         self.shuffle_generator_ = torch.Generator().manual_seed(shuffle_seed)
         self.noise_generator_ = torch.Generator(device=self.device).manual_seed(noise_seed)
         return self
+
+    # ---- pickling -------------------------------------------------------------------------------
+    _GENERATORS = ("shuffle_generator_", "noise_generator_")
+
+    def __getstate__(self):
+        """skorch's state, with each random generator stored as (device, state): a CUDA generator
+        pickled as such would need a GPU to load."""
+        state = super().__getstate__()
+        for name in self._GENERATORS:
+            if isinstance(state.get(name), torch.Generator):
+                state[name] = (str(state[name].device), state[name].get_state())
+        return state
+
+    def __setstate__(self, state):
+        """skorch's loading (a CUDA net loads on the CPU where no GPU is available), then the random
+        generators on the net's device: at their saved state, or, where the device type changed,
+        afresh from ``seed`` (a CPU and a CUDA generator do not share a state format)."""
+        saved = {name: state.pop(name) for name in self._GENERATORS if isinstance(state.get(name), tuple)}
+        super().__setstate__(state)
+        seeds = dict(zip(self._GENERATORS, self._seeds()[1:]))
+        for name, (device, generator_state) in saved.items():
+            device = torch.device(device)
+            if name == "noise_generator_" and device.type != torch.device(self.device).type:
+                generator = torch.Generator(device=self.device).manual_seed(seeds[name])
+            else:
+                generator = torch.Generator(device=device)
+                generator.set_state(generator_state)
+            setattr(self, name, generator)
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         """skorch's loop; without ``epochs``, runs the epochs left to reach ``max_epochs`` (a fit

@@ -19,6 +19,7 @@ import pandas as pd
 
 OOV_ID = 0
 MISSING_ID = 1
+ID_DTYPE = np.int32  # per-field ids (half the memory of int64); the embedding adds its int64 offsets
 
 
 def _is_numeric_column(series):
@@ -159,24 +160,21 @@ class FeatureEncoder:
         self.vocabularies_ = [_vocabulary(frame[c]) for c in self._cat_cols]
         self.cardinalities_ = [len(v) + 2 for v in self.vocabularies_]
         values = self._numeric_values(frame, self._num_cols)
-        observed = ~np.isnan(values)
-        count = observed.sum(axis=0)
-        mean = np.divide(np.where(observed, values, 0.0).sum(axis=0), count,
-                         out=np.zeros(values.shape[1]), where=count > 0)
-        var = np.divide((np.where(observed, values - mean, 0.0) ** 2).sum(axis=0), count,
-                        out=np.zeros(values.shape[1]), where=count > 0)
-        self.mean_ = mean
+        m = values.shape[1]
+        self.mean_, var, self.min_, self.max_ = np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m)
+        self.bin_edges_ = [np.zeros(0)] * m
+        levels = np.linspace(0.0, 1.0, int(self.n_bins) + 1)
+        for j in range(m):  # one column at a time: temporaries of n values, not n * m
+            col = values[:, j]
+            observed = col[~np.isnan(col)]
+            if observed.size == 0:
+                continue
+            self.mean_[j], var[j] = observed.mean(), observed.var()
+            self.min_[j], self.max_[j] = observed.min(), observed.max()
+            if self.numeric_encoding in ("quantile", "piecewise_linear"):
+                self.bin_edges_[j] = np.unique(np.quantile(observed, levels))
         scale = np.sqrt(var)
         self.scale_ = np.where(scale > 0, scale, 1.0)
-        self.min_ = np.where(count > 0, np.where(observed, values, np.inf).min(axis=0, initial=np.inf), 0.0)
-        self.max_ = np.where(count > 0, np.where(observed, values, -np.inf).max(axis=0, initial=-np.inf), 0.0)
-        self.bin_edges_ = [np.zeros(0)] * values.shape[1]
-        if self.numeric_encoding in ("quantile", "piecewise_linear"):
-            levels = np.linspace(0.0, 1.0, int(self.n_bins) + 1)
-            self.bin_edges_ = [
-                np.unique(np.quantile(col[ok], levels)) if ok.any() else np.zeros(0)
-                for col, ok in zip(values.T, observed.T)
-            ]
         return self._encode(frame, values)
 
     def embedding_spec(self):
@@ -201,15 +199,18 @@ class FeatureEncoder:
 
     def _encode(self, frame, values):
         n = len(frame)
-        cat = np.empty((n, len(self._cat_cols)), dtype=np.int64)
+        cat = np.empty((n, len(self._cat_cols)), dtype=ID_DTYPE)
         for j, (c, vocab) in enumerate(zip(self._cat_cols, self.vocabularies_)):
             col = frame[c]
             if isinstance(col.dtype, pd.CategoricalDtype):
-                # look up each category present once, then gather by the column's codes (-1 = missing)
+                # look up each category present once, then gather by the column's codes (-1 = missing,
+                # which indexes the lookup's last entry)
                 codes = col.cat.codes.to_numpy()
-                present = np.unique(codes[codes >= 0])
+                seen = np.zeros(len(col.cat.categories) + 1, dtype=bool)
+                seen[codes] = True
+                present = np.flatnonzero(seen[:-1])
                 found = vocab.get_indexer(_as_object_index(pd.Series(col.cat.categories.take(present))))
-                lookup = np.full(len(col.cat.categories) + 1, OOV_ID, dtype=np.int64)
+                lookup = np.full(len(col.cat.categories) + 1, OOV_ID, dtype=ID_DTYPE)
                 lookup[present] = np.where(found >= 0, found + 2, OOV_ID)
                 lookup[-1] = MISSING_ID
                 cat[:, j] = lookup[codes]
@@ -219,13 +220,16 @@ class FeatureEncoder:
             ids[pd.isna(col).to_numpy()] = MISSING_ID
             cat[:, j] = ids
         missing = np.isnan(values)
-        clipped = np.clip(values, self.min_, self.max_)
         if self.numeric_encoding == "quantile":
-            buckets = np.empty(values.shape, dtype=np.int64)
+            buckets = np.empty(values.shape, dtype=ID_DTYPE)
             for j, edges in enumerate(self.bin_edges_):  # bucket b of [edges[b], edges[b + 1]) -> id b + 2
-                buckets[:, j] = np.searchsorted(edges[1:-1], clipped[:, j], side="right") + 2
+                clipped = np.clip(values[:, j], self.min_[j], self.max_[j])
+                buckets[:, j] = np.searchsorted(edges[1:-1], clipped, side="right") + 2
             buckets[missing] = MISSING_ID
             return {"cat": np.concatenate([cat, buckets], axis=1), "num": np.zeros((n, 0), dtype=np.float32),
                     "num_missing": np.zeros((n, 0), dtype=bool)}
-        num = np.where(missing, 0.0, (clipped - self.mean_) / self.scale_).astype(np.float32)
+        num = np.empty(values.shape, dtype=np.float32)
+        for j in range(values.shape[1]):  # one column at a time: temporaries of n values
+            clipped = np.clip(values[:, j], self.min_[j], self.max_[j])
+            num[:, j] = np.where(missing[:, j], 0.0, (clipped - self.mean_[j]) / self.scale_[j])
         return {"cat": cat, "num": num, "num_missing": missing}

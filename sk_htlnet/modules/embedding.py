@@ -59,7 +59,7 @@ class SharedEmbedding(nn.Module):
 
     Notes
     -----
-    ``forward(cat, num, num_missing)`` takes ``cat`` int64 (batch, n_categorical) per-field ids,
+    ``forward(cat, num, num_missing)`` takes ``cat`` int32 or int64 (batch, n_categorical) per-field ids,
     ``num`` float32 (batch, n_numeric) with missing values already set to 0, ``num_missing`` bool
     (batch, n_numeric), and returns float32 (batch, (n_categorical + n_numeric) * d).
     """
@@ -158,7 +158,7 @@ class SharedEmbedding(nn.Module):
         d = self.embedding_dim
         g = grad_out.reshape(n_tasks, batch, self.n_fields, d)
         pieces = []
-        rows = cat.new_zeros(0)
+        rows = torch.zeros(0, dtype=torch.long, device=cat.device)
         if self.n_categorical:
             ids = (cat + self.offsets).reshape(-1)
             rows, inverse = torch.unique(ids, return_inverse=True)
