@@ -4,7 +4,8 @@ On ``make_funnel`` data (20 categorical fields of mixed cardinality up to 1e6, 1
 at each size in ``--sizes``, one epoch of each of:
 
 (a) ``HTLNetRegressor(gradient_adjustment="none")`` against a minimal hand-written PyTorch loop
-    training the identical module (same tensors, batch size, loss, Adam) - the wrapper's cost;
+    training the identical module (same tensors, batch size, loss, Adam) - the wrapper's cost; also
+    the fit with ``retransformation="none"`` (no calibration pass) and skorch's epoch alone;
 (b) ``gradient_adjustment="htlnet"`` against ``"none"`` on the same model - the rule's cost;
 (c) our ``architecture="mmoe"`` / ``"ple"`` against torch-rechub 0.9.0's MMOE / PLE trained by the
     same raw loop at identical sizes, and HTLNet against them;
@@ -21,7 +22,8 @@ about 12 minutes on one CPU core, so all eight models there would take hours.
     python benchmarks/speed.py --quick         # 5,000 rows, for the test suite
     python benchmarks/speed.py --device cuda   # on a GPU (memory: also the GPU's peak allocation)
 
-Writes ``--out``/speed.csv and prints the ratio tables.
+Writes ``--out``/speed.csv (every measurement and ratio) and speed.md (the table of
+docs/performance.md; ``speed_cuda.*`` on a GPU) and prints the ratios.
 """
 
 import argparse
@@ -141,6 +143,8 @@ def _measure_once(X, Y):
     module = est_none.net_.module_
     rows["ours_none_s"] = t_none
     rows["ours_none_loop_s"] = sum(h["dur"] for h in est_none.history_)  # skorch's epoch, without set-up
+    # without the isotonic retransformation, which costs a forward pass over (up to 200,000) training rows
+    rows["ours_none_uncalibrated_s"] = ours(X, Y, gradient_adjustment="none", retransformation="none")[0]
     rows["raw_loop_s"] = raw_epoch(module, dataset, SIZES["batch_size"], est_none.net_.criterion_, _ours_forward)
     rows["ours_htlnet_s"] = t_rule
     for arch in ("mmoe", "ple"):
@@ -209,13 +213,16 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=1, help="keep the fastest of this many runs per size")
     parser.add_argument("--device", default="cpu", help='torch device of every model, e.g. "cuda"')
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--summarize", action="store_true", help="only rewrite --out/speed[_cuda].md from its csv")
     args = parser.parse_args(argv)
     sizes = [5000] if args.quick else [int(s) for s in args.sizes]
     global DEVICE
     DEVICE = torch.device(args.device)
+    name = ("speed_quick" if args.quick else "speed") + ("" if DEVICE.type == "cpu" else f"_{DEVICE.type}")
+    if args.summarize:
+        return summarize(args.out, name)
     torch.set_num_threads(1)
     ours(*data(2000))  # warm-up: the first torch calls are slow
-    name = ("speed_quick" if args.quick else "speed") + ("" if DEVICE.type == "cpu" else f"_{DEVICE.type}")
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for n in sizes:
@@ -230,26 +237,86 @@ def main(argv=None):
         pd.DataFrame(results).to_csv(args.out / f"{name}_partial.csv", index=False)  # kept if a later size fails
     table = pd.DataFrame(results).set_index("rows")
     table = table.reindex(columns=list(dict.fromkeys(c for r in results for c in r if c != "rows")))
-
-    def col(name):  # NaN where a size did not measure it
-        return table[name] if name in table else pd.Series(np.nan, index=table.index)
-
-    ratios = pd.DataFrame({
-        "(a) wrapper / raw loop": col("ours_none_s") / col("raw_loop_s"),
-        "(a) training loop only / raw loop": col("ours_none_loop_s") / col("raw_loop_s"),
-        "(b) htlnet rule / none": col("ours_htlnet_s") / col("ours_none_s"),
-        "(c) rechub MMoE / ours (speed-up)": col("rechub_mmoe_s") / col("ours_mmoe_s"),
-        "(c) rechub PLE / ours (speed-up)": col("rechub_ple_s") / col("ours_ple_s"),
-        "(c) HTLNet / rechub MMoE": col("ours_htlnet_s") / col("rechub_mmoe_s"),
-        "(d) predict / raw forward": col("ours_predict_s") / col("raw_predict_s"),
-        "(e) peak memory of a fit / input": (col("peak_fit_mb") - col("peak_imports_mb")) / col("input_mb"),
-        "fit rows/s (htlnet)": table.index / col("ours_htlnet_s"),
-        "fit rows/s (htlnet, fresh process)": table.index / col("fresh_htlnet_s"),
-    })
+    ratios = ratio_table(table)
     table.join(ratios).to_csv(args.out / f"{name}.csv")
     (args.out / f"{name}_partial.csv").unlink()
+    (args.out / f"{name}.md").write_text(markdown(table, ratios))
     print(ratios.to_string(float_format=lambda v: f"{v:.2f}"))
     return table, ratios
+
+
+# (name, numerator, denominator, target): each ratio of the issue, from the columns of speed.csv
+RATIOS = [
+    ("(a) fit / raw loop", "ours_none_s", "raw_loop_s", "<= 1.10"),
+    ("(a) fit without the retransformation / raw loop", "ours_none_uncalibrated_s", "raw_loop_s", "<= 1.10"),
+    ("(a) training loop only / raw loop", "ours_none_loop_s", "raw_loop_s", "<= 1.10"),
+    ("(b) htlnet rule / none", "ours_htlnet_s", "ours_none_s", "<= 1.5"),
+    ("(c) rechub MMoE / ours (speed-up)", "rechub_mmoe_s", "ours_mmoe_s", ">= 1"),
+    ("(c) rechub PLE / ours (speed-up)", "rechub_ple_s", "ours_ple_s", ">= 1"),
+    ("(c) HTLNet / rechub MMoE", "ours_htlnet_s", "rechub_mmoe_s", ""),
+    ("(d) predict / raw forward", "ours_predict_s", "raw_predict_s", "<= 1.10"),
+    ("(e) peak memory of a fit / input", "fit_memory_mb", "input_mb", "<= 3"),
+]
+
+
+def _columns(table):
+    table = table.copy()
+    table["fit_memory_mb"] = table["peak_fit_mb"] - table["peak_imports_mb"]  # above the interpreter's
+    return table
+
+
+def ratio_table(table):
+    """The ratios of :data:`RATIOS` (NaN where a size did not measure them) and the throughputs."""
+    table = _columns(table)
+
+    def col(name):
+        return table[name] if name in table else pd.Series(np.nan, index=table.index)
+
+    ratios = {name: col(num) / col(den) for name, num, den, _ in RATIOS}
+    ratios["fit rows/s (htlnet)"] = table.index / col("ours_htlnet_s")
+    ratios["fit rows/s (htlnet, fresh process)"] = table.index / col("fresh_htlnet_s")
+    return pd.DataFrame(ratios, index=table.index)
+
+
+def _met(value, target):
+    if not target or not np.isfinite(value):
+        return ""
+    bound = float(target.split()[1])
+    return " yes" if (value <= bound if target.startswith("<=") else value >= bound) else " no"
+
+
+def markdown(table, ratios):
+    """The tables of docs/performance.md: each ratio (with its two measurements) by size."""
+    table = _columns(table)
+    sizes = list(table.index)
+    head = "| measurement | target | " + " | ".join(f"{n:,} rows" for n in sizes) + " |"
+    lines = [head, "|---|---|" + "---|" * len(sizes)]
+    for name, num, den, target in RATIOS:
+        cells = []
+        for n in sizes:
+            value = ratios.loc[n, name]
+            if not np.isfinite(value):
+                cells.append("not run")
+                continue
+            unit = " MB" if num.endswith("_mb") else " s"
+            cells.append(f"**{value:.2f}**{_met(value, target)} ({_fmt(table.loc[n, num])} / {_fmt(table.loc[n, den])}{unit})")
+        lines.append(f"| {name} | {target or '(reported)'} | " + " | ".join(cells) + " |")
+    for label, key in [("in this process", "fit rows/s (htlnet)"), ("in a fresh process (that of (e))",
+                                                                      "fit rows/s (htlnet, fresh process)")]:
+        cells = [f"{v:,.0f}" if np.isfinite(v) else "not run" for v in ratios[key]]
+        lines.append(f"| fit rows/s, HTLNet with the rule, {label} | linear in rows | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value):
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def summarize(out, name):
+    """Rewrite ``out/name.md`` from ``out/name.csv``."""
+    table = pd.read_csv(out / f"{name}.csv", index_col="rows")
+    table = table[[c for c in table.columns if not c.startswith(("(", "fit rows/s"))]]
+    (out / f"{name}.md").write_text(markdown(table, ratio_table(table)))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,36 @@ _EPS_RATE = 1e-4
 _CALIBRATION_ROWS = 200_000  # training rows the retransformation is fitted on, at most
 
 
+def _same_value(a, b):
+    """Whether two parameter values are equal (arrays element-wise; objects by equality)."""
+    if a is b:
+        return True
+    if isinstance(a, (np.ndarray, list, tuple)) or isinstance(b, (np.ndarray, list, tuple)):
+        try:
+            return np.array_equal(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
+        except ValueError:
+            return False
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+class _ResumeFromCheckpoint(LoadInitState):
+    """skorch's ``LoadInitState``, with a clear error for a checkpoint of another model."""
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        try:
+            super().on_train_begin(net, X=X, y=y, **kwargs)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(
+                f"checkpoint_dir={self.checkpoint.dirname!r} holds a checkpoint of another model (other "
+                f"parameters or data), which cannot be resumed: {first}. Remove the folder or pass "
+                "another checkpoint_dir."
+            ) from exc
+
+
 class _CoreTransform:
     """Transform of the core target before the MSE (HTLNet §3 decision) and its inverse.
 
@@ -104,11 +134,16 @@ class _CoreTransform:
             y = z * self.std + self.mean
         return np.clip(y, self.low, self.high)
 
+    @property
+    def fitted_on_predictions(self):
+        """Whether :meth:`fit_retransformation` uses the network's predictions (else it only resets)."""
+        return self.retransformation != "none" and (self.kind == "log1p" or self.calibrate)
+
     def fit_retransformation(self, y_true, z_pred, sample_weight=None):
         """Fit the log1p inverse (or the likelihood mean's calibration) on training rows: ``y_true`` in
         y's units, ``z_pred`` the network's (for a likelihood, its mean in units of the training mean)."""
         self.knots_z = self.knots_y = None
-        if self.retransformation == "none" or not (self.kind == "log1p" or self.calibrate):
+        if not self.fitted_on_predictions:
             return
         ok = ~np.isnan(y_true)
         w = np.ones(ok.sum()) if sample_weight is None else np.asarray(sample_weight, dtype=float)[ok]
@@ -355,7 +390,10 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     verbose : int, default=0
         0 is silent; 1 prints skorch's per-epoch table.
     warm_start : bool, default=False
-        Continue training the fitted net on the next ``fit`` instead of starting afresh.
+        Continue training the fitted net on the next ``fit`` instead of starting afresh.  The net
+        keeps what it was built with (architecture, encoding, optimiser, callbacks): a continued
+        fit (or ``partial_fit``) honours a new ``max_iter`` and ``n_threads`` only, and warns
+        naming any other parameter changed since the fit that built the net.
     checkpoint_dir : str or path-like, default=None
         If set, the net's weights, optimiser state and history are written to this folder after
         every epoch (skorch's ``Checkpoint``), and a later ``fit`` with the same data and
@@ -712,7 +750,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 sink=self._sink,
                 **({"f_embedding_optimizer": "embedding_optimizer.pt"} if self.sparse_updates else {}),
             )
-            callbacks += [("checkpoint", checkpoint), ("resume", LoadInitState(checkpoint))]
+            callbacks += [("checkpoint", checkpoint), ("resume", _ResumeFromCheckpoint(checkpoint))]
         callbacks += list(self.callbacks or [])
         k = spec["module"]["n_stages"]
         net = HybridNet(
@@ -804,12 +842,35 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     f"callbacks must hold skorch callbacks or (name, callback) tuples, got {cb!r}"
                 )
 
+    # parameters that a continued fit (warm_start, partial_fit) still honours: the rest are built
+    # into the fitted network, its optimiser, callbacks and encoding
+    _CONTINUED_FIT_PARAMS = ("max_iter", "n_threads", "warm_start")
+
+    def _params_in_net(self):
+        return {k: v for k, v in self.get_params(deep=False).items() if k not in self._CONTINUED_FIT_PARAMS}
+
+    def _warn_changed_params(self):
+        """Warn when a continued fit keeps a network built with other parameter values."""
+        built = getattr(self, "_built_with", None)
+        if built is None:
+            return
+        now = self._params_in_net()
+        changed = sorted(k for k in built if k in now and not _same_value(built[k], now[k]))
+        if changed:
+            warnings.warn(
+                f"{'warm_start' if self.warm_start else 'partial_fit'} continues the fitted network, which "
+                f"was built with other values of {changed}: the new values take effect only in a fresh fit "
+                "(fit with warm_start=False)", UserWarning, stacklevel=3,
+            )
+
     def _fit(self, X, y, sample_weight=None, incremental=False):
         if y is None:
             raise ValueError("HTLNetRegressor requires y to be passed, but the target y is None")
         self._check_setup()
         fitted = hasattr(self, "net_")
         keep = fitted and (self.warm_start or incremental)
+        if keep:
+            self._warn_changed_params()
         X = self._validate_X(X, reset=not keep)
         if keep:
             encoder = self._encoder
@@ -864,8 +925,13 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         else:
             net.fit(dataset, None)  # raises TrainingDivergedError before self.net_ is set
         self.net_ = net
+        if not keep:
+            self._built_with = self._params_in_net()
         self.history_ = self.net_.history
         self.n_iter_ = len(self.history_)
+        if not self._core_transform.fitted_on_predictions:
+            self._core_transform.fit_retransformation(None, None)
+            return self
         # the retransformation needs the network's output on training rows: at most _CALIBRATION_ROWS of them
         rows = np.arange(n_rows)
         if n_rows > _CALIBRATION_ROWS:

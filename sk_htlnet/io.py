@@ -271,5 +271,6 @@ def load_model(path, device=None):
         raise ModelFileError(f"malformed model file: {type(exc).__name__}: {exc}") from exc
     est.net_ = net
     est.history_ = net.history
+    est._built_with = est._params_in_net()
     est.n_iter_ = int(fitted["n_iter"])
     return est

@@ -13,6 +13,7 @@ vectorised through pandas hash tables and NumPy: no per-row Python.
 """
 
 import numbers
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,26 @@ def _vocabulary(col):
         codes = pd.unique(col.cat.codes.to_numpy())
         return _as_object_index(pd.Series(col.cat.categories.take(codes[codes >= 0])))
     return _as_object_index(col.dropna()).unique()
+
+
+def _value_kind(value):
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (numbers.Number, np.number)):
+        return "number"
+    return "str" if isinstance(value, str) else type(value).__name__
+
+
+def _warn_type_mismatch(column, vocab, value):
+    """Warn when no value of a column was seen in fit and its values have another type than fit's
+    (say int categories in fit and strings now): every row would silently get the unseen row."""
+    if len(vocab) and _value_kind(value) != _value_kind(vocab[0]):
+        warnings.warn(
+            f"column {column!r}: none of its values was seen in fit, which saw {_value_kind(vocab[0])} values "
+            f"(e.g. {vocab[0]!r}), and this column holds {_value_kind(value)} values (e.g. {value!r}); every "
+            "row maps to the out-of-vocabulary embedding. Convert the column to fit's type.",
+            UserWarning, stacklevel=4,
+        )
 
 
 class FeatureEncoder:
@@ -214,11 +235,16 @@ class FeatureEncoder:
                 lookup[present] = np.where(found >= 0, found + 2, OOV_ID)
                 lookup[-1] = MISSING_ID
                 cat[:, j] = lookup[codes]
+                if present.size and (found < 0).all():
+                    _warn_type_mismatch(c, vocab, col.cat.categories[present[0]])
                 continue
             codes = vocab.get_indexer(_as_object_index(col))
             ids = np.where(codes >= 0, codes + 2, OOV_ID)
-            ids[pd.isna(col).to_numpy()] = MISSING_ID
+            missing = pd.isna(col).to_numpy()
+            ids[missing] = MISSING_ID
             cat[:, j] = ids
+            if not missing.all() and (codes[~missing] < 0).all():
+                _warn_type_mismatch(c, vocab, col.to_numpy()[np.argmin(missing)])
         missing = np.isnan(values)
         if self.numeric_encoding == "quantile":
             buckets = np.empty(values.shape, dtype=ID_DTYPE)

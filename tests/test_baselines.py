@@ -9,8 +9,9 @@ from sk_htlnet.datasets import make_funnel
 from sk_htlnet.gradient import MetaBalance, PCGrad, get_strategy
 from sk_htlnet.modules import ARCHITECTURES, ESMM, HTLNet
 
-FAST = dict(embedding_dim=4, tower_units=(16, 8), label_embedding_dim=4, fusion_dim=8, batch_size=256,
-            max_iter=2, random_state=0, n_threads=1, n_experts=2)
+from _sizes import SMALL_NET
+
+FAST = dict(SMALL_NET, max_iter=2, random_state=0, n_threads=1, n_experts=2)
 
 
 @pytest.fixture(scope="module")

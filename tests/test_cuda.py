@@ -23,8 +23,9 @@ from sk_htlnet.modules import ARCHITECTURES
 from sk_htlnet.modules.embedding import NUMERIC_ENCODINGS
 from sk_htlnet.net import CORE_LOSSES
 
-FAST = dict(embedding_dim=4, tower_units=(16, 8), label_embedding_dim=4, fusion_dim=8, batch_size=256,
-            max_iter=3, random_state=0, n_threads=1)
+from _sizes import SMALL_NET
+
+FAST = dict(SMALL_NET, max_iter=3, random_state=0, n_threads=1)
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 

@@ -11,12 +11,15 @@ from sk_htlnet import HTLNetRegressor
 from sk_htlnet.datasets import make_funnel
 from sk_htlnet.io import load_model, save_model
 from sk_htlnet.modules import SharedEmbedding
-from sk_htlnet.net import FunnelDataset, HybridLoss, core_mean
+from sk_htlnet.modules.embedding import NUMERIC_ENCODINGS
+from sk_htlnet.net import CORE_LOSSES, FunnelDataset, HybridLoss, core_mean
 from sk_htlnet.preprocessing import MISSING_ID, FeatureEncoder
 
-FAST = dict(embedding_dim=4, tower_units=(16, 8), label_embedding_dim=4, fusion_dim=8, batch_size=256)
-ENCODINGS = ["linear", "quantile", "piecewise_linear", "periodic"]
-LOSSES = ["mse", "ziln", "tweedie"]
+from _sizes import SMALL_NET
+
+FAST = dict(SMALL_NET)
+ENCODINGS = list(NUMERIC_ENCODINGS)
+LOSSES = list(CORE_LOSSES)
 
 
 @pytest.fixture(scope="module")

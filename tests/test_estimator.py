@@ -10,7 +10,9 @@ from sk_htlnet.datasets import make_funnel
 from sk_htlnet.metrics import normalized_gini
 from sk_htlnet.net import FunnelDataset, HybridLoss
 
-FAST = dict(embedding_dim=4, tower_units=(16, 8), label_embedding_dim=4, fusion_dim=8, batch_size=256)
+from _sizes import SMALL_NET
+
+FAST = dict(SMALL_NET)
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +236,26 @@ def test_strong_signal_funnel_is_learned_on_every_task():
     for t in range(2):
         assert roc_auc_score(y[:, t], pred[:, t]) >= 0.7
     assert normalized_gini(y[:, 2], pred[:, 2]) >= 0.4
+
+
+def test_a_continued_fit_warns_about_parameters_it_cannot_apply(funnel):
+    """warm_start and partial_fit keep the fitted network, optimiser and encoding: a changed value of a
+    parameter built into them is named in a warning; max_iter, which a continued fit honours, is not."""
+    import warnings
+
+    X, Y = funnel
+    est = HTLNetRegressor(**FAST, max_iter=1, random_state=0, warm_start=True).fit(X, Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est.set_params(max_iter=2).fit(X, Y)
+        est.partial_fit(X, Y)
+    est.set_params(learning_rate=0.05, tower_units=[16, 8])  # a list equal to the tuple is no change
+    with pytest.warns(UserWarning, match=r"warm_start continues the fitted network.*\['learning_rate'\]"):
+        est.fit(X, Y)
+    with pytest.warns(UserWarning, match=r"partial_fit continues.*\['embedding_dim', 'learning_rate'\]"):
+        est.set_params(embedding_dim=8, warm_start=False).partial_fit(X, Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est.fit(X, Y)  # a fresh fit builds a new network with the new values
+        est.partial_fit(X, Y)
+    assert est.net_.module_.embedding.embedding_dim == 8

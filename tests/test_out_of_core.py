@@ -7,11 +7,12 @@ import pytest
 from sk_htlnet import HTLNetRegressor
 from sk_htlnet.datasets import make_funnel
 
+from _sizes import SMALL_NET
+
 pq = pytest.importorskip("pyarrow.parquet")
 
 # name the categorical columns: a Parquet reader may hand integer categories back as plain ints
-FAST = dict(embedding_dim=4, tower_units=(16, 8), label_embedding_dim=4, fusion_dim=8, batch_size=256,
-            random_state=0, n_threads=1, categorical_features=["cat_0", "cat_1", "cat_2"])
+FAST = dict(SMALL_NET, random_state=0, n_threads=1, categorical_features=["cat_0", "cat_1", "cat_2"])
 TARGETS = ["stage_1", "stage_2", "core"]
 
 

@@ -19,8 +19,9 @@ from sk_htlnet.metrics import normalized_gini
 from sk_htlnet.net import FunnelDataset
 from sk_htlnet.preprocessing import MISSING_ID, OOV_ID, FeatureEncoder
 
-FAST = dict(embedding_dim=4, tower_units=(16, 8), label_embedding_dim=4, fusion_dim=8, batch_size=256,
-            max_iter=2, random_state=0, n_threads=1)
+from _sizes import SMALL_NET
+
+FAST = dict(SMALL_NET, max_iter=2, random_state=0, n_threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +156,23 @@ def test_unseen_categories_map_to_the_oov_row(funnel, fitted):
     assert (fitted._encoder.transform(missing)["cat"][:, 0] == MISSING_ID).all()
 
 
+def test_categories_of_another_type_than_in_fit_are_named_in_a_warning(funnel, fitted):
+    """Integer categories in fit, the same values as strings now: none is found, so each row would
+    silently get the out-of-vocabulary embedding; a warning names the column and both types."""
+    X, _ = funnel
+    as_str = X.assign(cat_0=X["cat_0"].astype(str))
+    with pytest.warns(UserWarning, match=r"column 'cat_0'.*number values.*str values"):
+        fitted.predict(as_str)
+    as_object = X.assign(cat_0=X["cat_0"].astype(str).astype(object))
+    with pytest.warns(UserWarning, match="column 'cat_0'"):
+        fitted.predict(as_object)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted.predict(X.iloc[:3].assign(cat_0=pd.Categorical([10_001, 10_002, 10_003])))  # new, same type
+
+
 def test_high_cardinality_identifiers_keep_their_identity():
     n = 1_000_000
     ids = np.arange(2**24, 2**24 + n, dtype=np.int64)  # float32 cannot tell 2**24 from 2**24 + 1
@@ -244,6 +262,14 @@ def test_checkpoint_and_resume(funnel, tmp_path):
     assert resumed.n_iter_ == 6  # 3 restored epochs + the 3 remaining
     assert resumed.history_[0]["epoch"] == 1
     assert np.isfinite(resumed.predict(X)).all()
+
+
+def test_a_checkpoint_of_another_model_is_a_clear_error(funnel, tmp_path):
+    X, Y = funnel
+    folder = tmp_path / "ckpt"
+    HTLNetRegressor(**FAST, checkpoint_dir=folder).fit(X, Y)
+    with pytest.raises(ValueError, match=r"checkpoint_dir=.*ckpt.* holds a checkpoint of another model"):
+        HTLNetRegressor(**{**FAST, "embedding_dim": 8}, checkpoint_dir=folder).fit(X, Y)
 
 
 class _Crash(Callback):

@@ -28,10 +28,11 @@ from sk_htlnet.tuning import (  # noqa: E402
     search_space,
 )
 
+from _sizes import SMALL_NET
+
 REPO = Path(__file__).resolve().parents[1]
 # tiny models: a fit on 1,200 rows takes a fraction of a second
-TINY = dict(embedding_dim=4, tower_units=(16, 8), label_embedding_dim=4, fusion_dim=8, batch_size=256,
-            max_iter=3, n_threads=1, random_state=0)
+TINY = dict(SMALL_NET, max_iter=3, n_threads=1, random_state=0)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
