@@ -918,6 +918,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self._net_spec_ = self._net_spec(y_model, sample_weight)
             early = self.early_stopping if self.early_stopping != "auto" else n_rows > 10_000
             net = self._make_net(self._net_spec_, seed, early=early and not incremental)
+        core = values[:, k].copy()  # for the retransformation; the float64 targets are freed before training
+        del values, y_model
         if incremental:
             net.partial_fit(dataset, None, epochs=1)
         elif keep:
@@ -940,7 +942,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             dataset = dataset.subset(rows)
         raw = self._forward(dataset)
         self._core_transform.fit_retransformation(
-            values[rows, k], core_mean(raw[:, k:], self.core_loss_),
+            core[rows], core_mean(raw[:, k:], self.core_loss_),
             None if sample_weight is None else sample_weight[rows],
         )
         return self
