@@ -44,4 +44,10 @@ def test_speed_quick_mode(tmp_path):
     measured = ratios.drop(columns=[c for c in ratios.columns if "rechub" in c and ratios[c].isna().all()])
     assert measured.notna().all().all()
     assert (table.filter(like="_s") > 0).all().all()
-    assert (tmp_path / "speed_quick.csv").exists()
+    assert (tmp_path / "speed_quick.csv").exists() and not (tmp_path / "speed_quick_partial.csv").exists()
+    md = (tmp_path / "speed_quick.md").read_text()
+    assert "| (b) htlnet rule / none | <= 1.5 | **" in md and "5,000 rows" in md
+    assert md.count("\n") == len(speed.RATIOS) + 4  # header, rule, one line per ratio, two throughputs
+    (tmp_path / "speed_quick.md").unlink()
+    speed.main(["--quick", "--summarize", "--out", str(tmp_path)])  # rewrites the table from the csv
+    assert (tmp_path / "speed_quick.md").read_text() == md
