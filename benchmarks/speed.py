@@ -214,7 +214,8 @@ def main(argv=None):
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e5, 1e6, 1e7])
     parser.add_argument("--all-models-up-to", type=float, default=1e6,
                         help="larger sizes run only the HTLNet fit of the memory probe (scaling and memory)")
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="5,000 rows: checks that the script runs (at that size fixed costs dominate the ratios)")
     parser.add_argument("--repeats", type=int, default=1, help="keep the fastest of this many runs per size")
     parser.add_argument("--device", default="cpu", help='torch device of every model, e.g. "cuda"')
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
@@ -319,6 +320,9 @@ def _fmt(value):
 
 def summarize(out, name):
     """Rewrite ``out/name.md`` from ``out/name.csv``."""
+    if not (out / f"{name}.csv").is_file():
+        raise SystemExit(f"no {out / (name + '.csv')}: run benchmarks/speed.py without --summarize first "
+                         "(with the same --quick and --device)")
     table = pd.read_csv(out / f"{name}.csv", index_col="rows")
     table = table[[c for c in table.columns if not c.startswith(("(", "fit rows/s"))]]
     (out / f"{name}.md").write_text(markdown(table, ratio_table(table)))

@@ -1,6 +1,7 @@
 """HTLNetRegressor: HTLNet for hybrid funnel targets as a scikit-learn estimator (DESIGN.md)."""
 
 import contextlib
+import copy
 import numbers
 import os
 import warnings
@@ -20,15 +21,20 @@ from .gradient import GRADIENT_ADJUSTMENTS, get_strategy
 from .modules import ARCHITECTURES
 from .modules.embedding import NUMERIC_ENCODINGS
 from .net import CORE_LOSSES, FunnelDataset, FunnelValidSplit, HybridLoss, HybridNet, core_mean
-from .preprocessing import FeatureEncoder
+from .preprocessing import FeatureEncoder, user_stacklevel
 
 _EPS_RATE = 1e-4
 _CALIBRATION_ROWS = 200_000  # training rows the retransformation is fitted on, at most
 
 
 def _same_value(a, b):
-    """Whether two parameter values are equal (arrays element-wise; objects by equality)."""
+    """Whether two parameter values are equal (arrays element-wise; devices by name; None and an
+    empty list of callbacks alike; objects by equality)."""
     if a is b:
+        return True
+    if isinstance(a, torch.device) or isinstance(b, torch.device):
+        return str(a) == str(b)
+    if any(x is None and isinstance(y, (list, tuple)) and not y for x, y in ((a, b), (b, a))):
         return True
     if isinstance(a, (np.ndarray, list, tuple)) or isinstance(b, (np.ndarray, list, tuple)):
         try:
@@ -42,18 +48,29 @@ def _same_value(a, b):
 
 
 class _ResumeFromCheckpoint(LoadInitState):
-    """skorch's ``LoadInitState``, with a clear error for a checkpoint of another model."""
+    """skorch's ``LoadInitState``, consulted once per net (a net that already holds trained weights,
+    from a previous call or from :func:`~sk_htlnet.io.load_model`, keeps them), with a clear error for
+    a checkpoint that does not fit the model, and the current ``learning_rate`` and ``weight_decay``
+    applied to the restored optimisers (their state would bring back the old values)."""
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
+        if getattr(net, "_checkpoint_consulted", False):
+            return
+        net._checkpoint_consulted = True
         try:
             super().on_train_begin(net, X=X, y=y, **kwargs)
-        except (RuntimeError, ValueError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        except Exception as exc:  # torch's size mismatches, unpickling errors of a damaged file, ...
+            detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
             raise ValueError(
-                f"checkpoint_dir={self.checkpoint.dirname!r} holds a checkpoint of another model (other "
-                f"parameters or data), which cannot be resumed: {first}. Remove the folder or pass "
-                "another checkpoint_dir."
+                f"checkpoint_dir={self.checkpoint.dirname!r} holds a checkpoint that cannot be resumed by "
+                f"this model (other sizes, features or settings, or a damaged file): {type(exc).__name__}: "
+                f"{detail}. Remove the folder or pass another checkpoint_dir."
             ) from exc
+        for name in ("optimizer_", "embedding_optimizer_"):
+            for group in getattr(getattr(net, name, None), "param_groups", []):
+                group["lr"] = net.lr
+                if "weight_decay" in group and name == "optimizer_":
+                    group["weight_decay"] = getattr(net, "optimizer__weight_decay", 0.0)
 
 
 class _CoreTransform:
@@ -829,7 +846,15 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     def _check_setup(self):
         """Checks of parameters that scikit-learn's constraints cannot express."""
-        device = torch.device(self.device)
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"device={self.device!r} is not a torch device; use 'cpu' or 'cuda': {exc}") from exc
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device={self.device!r}: HTLNetRegressor runs on 'cpu' or 'cuda' devices")
+        if self.checkpoint_dir is not None and os.path.exists(self.checkpoint_dir) and not os.path.isdir(
+                self.checkpoint_dir):
+            raise ValueError(f"checkpoint_dir={str(self.checkpoint_dir)!r} exists and is not a folder")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(
                 f"device={self.device!r}, but torch.cuda.is_available() is False (no GPU, or a CPU "
@@ -847,7 +872,18 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     _CONTINUED_FIT_PARAMS = ("max_iter", "n_threads", "warm_start")
 
     def _params_in_net(self):
-        return {k: v for k, v in self.get_params(deep=False).items() if k not in self._CONTINUED_FIT_PARAMS}
+        """The parameters a continued fit cannot apply, as values (containers copied, so that an
+        in-place change of, say, a task_weights list is seen; callbacks as a list of the same objects)."""
+        params = {}
+        for k, v in self.get_params(deep=False).items():
+            if k in self._CONTINUED_FIT_PARAMS:
+                continue
+            if k == "callbacks":
+                v = None if v is None else list(v)
+            elif isinstance(v, (list, tuple, np.ndarray, dict)):
+                v = copy.deepcopy(v)
+            params[k] = v
+        return params
 
     def _warn_changed_params(self):
         """Warn when a continued fit keeps a network built with other parameter values."""
@@ -860,7 +896,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             warnings.warn(
                 f"{'warm_start' if self.warm_start else 'partial_fit'} continues the fitted network, which "
                 f"was built with other values of {changed}: the new values take effect only in a fresh fit "
-                "(fit with warm_start=False)", UserWarning, stacklevel=3,
+                "(fit with warm_start=False)", UserWarning, stacklevel=user_stacklevel(),
             )
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
@@ -871,6 +907,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         keep = fitted and (self.warm_start or incremental)
         if keep:
             self._warn_changed_params()
+            epochs_before = len(self.net_.history)
         X = self._validate_X(X, reset=not keep)
         if keep:
             encoder = self._encoder
@@ -930,7 +967,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         if not keep:
             self._built_with = self._params_in_net()
         self.history_ = self.net_.history
-        self.n_iter_ = len(self.history_)
+        # epochs trained in all: a model from load_model has an empty history but n_iter_ epochs behind it
+        self.n_iter_ = (self.n_iter_ - epochs_before if keep else 0) + len(self.history_)
         if not self._core_transform.fitted_on_predictions:
             self._core_transform.fit_retransformation(None, None)
             return self

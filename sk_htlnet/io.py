@@ -192,7 +192,10 @@ def load_model(path, device=None):
     -------
     HTLNetRegressor
         A fitted estimator whose predictions equal those of the saved one.  Its ``history_`` is
-        empty (the training history is not part of the file).
+        empty (the training history is not part of the file); ``n_iter_`` counts the saved epochs.
+        The optimiser state is not part of the file either: training continued with ``partial_fit``
+        or ``warm_start`` starts Adam's moments and the random generators afresh (a checkpoint
+        folder, ``checkpoint_dir``, keeps them).
 
     Raises
     ------
@@ -205,8 +208,9 @@ def load_model(path, device=None):
     from .estimator import HTLNetRegressor, _CoreTransform
     from .preprocessing import FeatureEncoder
 
-    if device is not None:
-        HTLNetRegressor(device=device)._check_setup()  # a clear error for device="cuda" without a GPU
+    if device is not None:  # clear errors for a device that is not one, or a GPU that is not there
+        HTLNetRegressor(device=device)._validate_params()
+        HTLNetRegressor(device=device)._check_setup()
     members = _read_archive(path)
     try:
         config = json.loads(members["config.json"])
@@ -269,6 +273,7 @@ def load_model(path, device=None):
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"malformed model file: {type(exc).__name__}: {exc}") from exc
+    net._checkpoint_consulted = True  # a continued fit starts from these weights, not from checkpoint_dir
     est.net_ = net
     est.history_ = net.history
     est._built_with = est._params_in_net()

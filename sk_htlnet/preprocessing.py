@@ -13,6 +13,8 @@ vectorised through pandas hash tables and NumPy: no per-row Python.
 """
 
 import numbers
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -54,15 +56,28 @@ def _value_kind(value):
     return "str" if isinstance(value, str) else type(value).__name__
 
 
+def user_stacklevel():
+    """The ``stacklevel`` that makes a warning point at the user's line: the first frame outside
+    this package, skorch and scikit-learn (for ``warnings.warn`` called by the caller of this)."""
+    skip = (os.path.dirname(os.path.abspath(__file__)), os.sep + "skorch" + os.sep, os.sep + "sklearn" + os.sep)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and any(part in frame.f_code.co_filename for part in skip):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _warn_type_mismatch(column, vocab, value):
     """Warn when no value of a column was seen in fit and its values have another type than fit's
-    (say int categories in fit and strings now): every row would silently get the unseen row."""
-    if len(vocab) and _value_kind(value) != _value_kind(vocab[0]):
+    (say int categories in fit and strings now): every row would silently get the unseen row.  A
+    vocabulary of mixed types (pandas' inferred type "mixed...") is never a mismatch."""
+    if not len(vocab) or vocab.inferred_type.startswith("mixed"):
+        return
+    if _value_kind(value) != _value_kind(vocab[0]):
         warnings.warn(
             f"column {column!r}: none of its values was seen in fit, which saw {_value_kind(vocab[0])} values "
             f"(e.g. {vocab[0]!r}), and this column holds {_value_kind(value)} values (e.g. {value!r}); every "
             "row maps to the out-of-vocabulary embedding. Convert the column to fit's type.",
-            UserWarning, stacklevel=4,
+            UserWarning, stacklevel=user_stacklevel(),
         )
 
 

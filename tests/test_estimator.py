@@ -249,6 +249,7 @@ def test_a_continued_fit_warns_about_parameters_it_cannot_apply(funnel):
         warnings.simplefilter("error")
         est.set_params(max_iter=2).fit(X, Y)
         est.partial_fit(X, Y)
+        est.set_params(device=torch.device("cpu"), callbacks=[]).partial_fit(X, Y)  # the same values
     est.set_params(learning_rate=0.05, tower_units=[16, 8])  # a list equal to the tuple is no change
     with pytest.warns(UserWarning, match=r"warm_start continues the fitted network.*\['learning_rate'\]"):
         est.fit(X, Y)
@@ -259,3 +260,8 @@ def test_a_continued_fit_warns_about_parameters_it_cannot_apply(funnel):
         est.fit(X, Y)  # a fresh fit builds a new network with the new values
         est.partial_fit(X, Y)
     assert est.net_.module_.embedding.embedding_dim == 8
+    weights = [1.0, 1.0, 1.0]
+    est.set_params(task_weights=weights).fit(X, Y)
+    weights[2] = 10.0  # changed in place: the fitted criterion still has 1
+    with pytest.warns(UserWarning, match=r"\['task_weights'\]"):
+        est.partial_fit(X, Y)

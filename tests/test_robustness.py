@@ -159,7 +159,7 @@ def test_unseen_categories_map_to_the_oov_row(funnel, fitted):
 def test_categories_of_another_type_than_in_fit_are_named_in_a_warning(funnel, fitted):
     """Integer categories in fit, the same values as strings now: none is found, so each row would
     silently get the out-of-vocabulary embedding; a warning names the column and both types."""
-    X, _ = funnel
+    X, Y = funnel
     as_str = X.assign(cat_0=X["cat_0"].astype(str))
     with pytest.warns(UserWarning, match=r"column 'cat_0'.*number values.*str values"):
         fitted.predict(as_str)
@@ -171,6 +171,11 @@ def test_categories_of_another_type_than_in_fit_are_named_in_a_warning(funnel, f
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fitted.predict(X.iloc[:3].assign(cat_0=pd.Categorical([10_001, 10_002, 10_003])))  # new, same type
+    mixed = X.assign(cat_1=pd.Series(["a" if i % 2 else i for i in range(len(X))], dtype=object))
+    est = HTLNetRegressor(**FAST).fit(mixed, Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est.predict(mixed.assign(cat_1=7))  # fit saw ints and strings: an unseen int is no type mismatch
 
 
 def test_high_cardinality_identifiers_keep_their_identity():
@@ -268,8 +273,47 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(funnel, tmp_path):
     X, Y = funnel
     folder = tmp_path / "ckpt"
     HTLNetRegressor(**FAST, checkpoint_dir=folder).fit(X, Y)
-    with pytest.raises(ValueError, match=r"checkpoint_dir=.*ckpt.* holds a checkpoint of another model"):
+    with pytest.raises(ValueError, match=r"checkpoint_dir=.*ckpt.* cannot be resumed.*size mismatch"):
         HTLNetRegressor(**{**FAST, "embedding_dim": 8}, checkpoint_dir=folder).fit(X, Y)
+    (folder / "params.pt").write_bytes(b"damaged")
+    with pytest.raises(ValueError, match=r"checkpoint_dir=.*cannot be resumed.*damaged file"):
+        HTLNetRegressor(**FAST, checkpoint_dir=folder).fit(X, Y)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match="checkpoint_dir=.*a_file' exists and is not a folder"):
+        HTLNetRegressor(**FAST, checkpoint_dir=tmp_path / "a_file").fit(X, Y)
+
+
+def test_a_resumed_checkpoint_takes_the_current_learning_rate(funnel, tmp_path):
+    X, Y = funnel
+    HTLNetRegressor(**FAST, checkpoint_dir=tmp_path / "ck", learning_rate=1e-3).fit(X, Y)
+    est = HTLNetRegressor(**{**FAST, "max_iter": 3}, checkpoint_dir=tmp_path / "ck", learning_rate=0.02,
+                          weight_decay=1e-4).fit(X, Y)
+    assert est.n_iter_ == 3  # resumed after the 2 saved epochs
+    assert {g["lr"] for g in est.net_.optimizer_.param_groups + est.net_.embedding_optimizer_.param_groups} == {0.02}
+    assert {g["weight_decay"] for g in est.net_.optimizer_.param_groups} == {1e-4}
+
+
+def test_a_loaded_model_continues_from_its_own_weights(funnel, tmp_path):
+    """Not from a newer checkpoint in its checkpoint_dir; n_iter_ counts on from the saved epochs."""
+    X, Y = funnel
+    est = HTLNetRegressor(**FAST, checkpoint_dir=tmp_path / "ck").fit(X, Y)
+    save_model(est, tmp_path / "m.htlnet")
+    est.set_params(warm_start=True, max_iter=3).fit(X, Y)  # the folder moves on to 5 epochs
+    loaded = load_model(tmp_path / "m.htlnet")
+    assert loaded.n_iter_ == 2
+    loaded.partial_fit(X, Y)
+    assert loaded.n_iter_ == 3 and len(loaded.history_) == 1
+
+
+@pytest.mark.parametrize("device", ["gpu", "", "meta", 3])
+def test_a_device_that_is_not_one_is_named(funnel, tmp_path, fitted, device):
+    X, Y = funnel
+    with pytest.raises(ValueError, match="device"):
+        HTLNetRegressor(**FAST, device=device).fit(X, Y)
+    save_model(fitted, tmp_path / "m.htlnet")
+    with pytest.raises(ValueError, match="device") as info:
+        load_model(tmp_path / "m.htlnet", device=device)
+    assert not isinstance(info.value, ModelFileError)
 
 
 class _Crash(Callback):
