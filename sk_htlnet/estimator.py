@@ -415,7 +415,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         If set, the net's weights, optimiser state and history are written to this folder after
         every epoch (skorch's ``Checkpoint``), and a later ``fit`` with the same data and
         parameters resumes from them and runs the remaining ``max_iter`` epochs (skorch's
-        ``LoadInitState``).  None writes nothing.  The resumed fit is not bit-identical to an
+        ``LoadInitState``; the current ``learning_rate`` and ``weight_decay`` apply; a checkpoint
+        of other shapes raises ``ValueError``).  None writes nothing.  The resumed fit is not bit-identical to an
         uninterrupted one (the shuffle and Gumbel generators restart).
     callbacks : list of skorch callbacks or (name, callback) tuples, default=None
         Extra callbacks for the skorch net.
