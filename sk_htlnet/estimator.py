@@ -57,6 +57,17 @@ class _ResumeFromCheckpoint(LoadInitState):
         if getattr(net, "_checkpoint_consulted", False):
             return
         net._checkpoint_consulted = True
+        files = {k: os.path.join(str(self.checkpoint.dirname), getattr(self.checkpoint, k))
+                 for k in ("f_params", "f_optimizer", "f_embedding_optimizer")
+                 if isinstance(getattr(self.checkpoint, k, None), str)}
+        if os.path.exists(files.get("f_params", "")):
+            missing = sorted(os.path.basename(v) for k, v in files.items()
+                             if k in ("f_optimizer", "f_embedding_optimizer") and not os.path.exists(v))
+            if missing:  # skorch skips a missing file
+                warnings.warn(
+                    f"checkpoint_dir={self.checkpoint.dirname!r} lacks {missing}: the weights resume, but the "
+                    "optimiser state starts afresh", UserWarning, stacklevel=user_stacklevel(),
+                )
         try:
             super().on_train_begin(net, X=X, y=y, **kwargs)
         except Exception as exc:  # torch's size mismatches, unpickling errors of a damaged file, ...

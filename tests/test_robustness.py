@@ -283,6 +283,17 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(funnel, tmp_path):
         HTLNetRegressor(**FAST, checkpoint_dir=tmp_path / "a_file").fit(X, Y)
 
 
+def test_a_checkpoint_without_its_optimiser_state_resumes_with_a_warning(funnel, tmp_path):
+    X, Y = funnel
+    HTLNetRegressor(**FAST, checkpoint_dir=tmp_path / "dense", sparse_updates=False).fit(X, Y)
+    with pytest.warns(UserWarning, match=r"lacks \['embedding_optimizer.pt'\]"):  # dense -> sparse updates
+        HTLNetRegressor(**{**FAST, "max_iter": 3}, checkpoint_dir=tmp_path / "dense").fit(X, Y)
+    (tmp_path / "dense" / "optimizer.pt").unlink()
+    with pytest.warns(UserWarning, match="optimizer.pt.*optimiser state starts afresh"):
+        est = HTLNetRegressor(**{**FAST, "max_iter": 4}, checkpoint_dir=tmp_path / "dense").fit(X, Y)
+    assert est.n_iter_ == 4
+
+
 def test_a_resumed_checkpoint_takes_the_current_learning_rate(funnel, tmp_path):
     X, Y = funnel
     HTLNetRegressor(**FAST, checkpoint_dir=tmp_path / "ck", learning_rate=1e-3).fit(X, Y)
