@@ -48,34 +48,33 @@ def _same_value(a, b):
 
 
 class _ResumeFromCheckpoint(LoadInitState):
-    """skorch's ``LoadInitState``, consulted once per net (a net that already holds trained weights,
-    from a previous call or from :func:`~sk_htlnet.io.load_model`, keeps them), with a clear error for
-    a checkpoint that does not fit the model, and the current ``learning_rate`` and ``weight_decay``
-    applied to the restored optimisers (their state would bring back the old values)."""
+    """skorch's ``LoadInitState`` (consulted once per net: ``did_load_``; :func:`~sk_htlnet.io.load_model`
+    sets it, so a loaded model keeps its own weights), with a warning for a checkpoint without its
+    optimiser state, a clear error for one that does not fit the model, and the current
+    ``learning_rate`` and ``weight_decay`` applied to the restored optimisers (their state would
+    bring back the old values)."""
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        if getattr(net, "_checkpoint_consulted", False):
+        if self.did_load_:
             return
-        net._checkpoint_consulted = True
-        files = {k: os.path.join(str(self.checkpoint.dirname), getattr(self.checkpoint, k))
-                 for k in ("f_params", "f_optimizer", "f_embedding_optimizer")
-                 if isinstance(getattr(self.checkpoint, k, None), str)}
-        if os.path.exists(files.get("f_params", "")):
-            missing = sorted(os.path.basename(v) for k, v in files.items()
-                             if k in ("f_optimizer", "f_embedding_optimizer") and not os.path.exists(v))
+        folder, ckpt = str(self.checkpoint.dirname), self.checkpoint
+        if os.path.exists(os.path.join(folder, ckpt.f_params)):
+            optimisers = (ckpt.f_optimizer, getattr(ckpt, "f_embedding_optimizer", None))
+            missing = sorted(f for f in optimisers
+                             if isinstance(f, str) and not os.path.exists(os.path.join(folder, f)))
             if missing:  # skorch skips a missing file
                 warnings.warn(
-                    f"checkpoint_dir={self.checkpoint.dirname!r} lacks {missing}: the weights resume, but the "
-                    "optimiser state starts afresh", UserWarning, stacklevel=user_stacklevel(),
+                    f"checkpoint_dir={folder!r} lacks {missing}: the weights resume, but the optimiser state "
+                    "starts afresh", UserWarning, stacklevel=user_stacklevel(),
                 )
         try:
             super().on_train_begin(net, X=X, y=y, **kwargs)
         except Exception as exc:  # torch's size mismatches, unpickling errors of a damaged file, ...
             detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
             raise ValueError(
-                f"checkpoint_dir={self.checkpoint.dirname!r} holds a checkpoint that cannot be resumed by "
-                f"this model (other sizes, features or settings, or a damaged file): {type(exc).__name__}: "
-                f"{detail}. Remove the folder or pass another checkpoint_dir."
+                f"checkpoint_dir={folder!r} holds a checkpoint that cannot be resumed by this model (other "
+                f"sizes, features or settings, or a damaged file): {type(exc).__name__}: {detail}. Remove "
+                "the folder or pass another checkpoint_dir."
             ) from exc
         for name in ("optimizer_", "embedding_optimizer_"):
             for group in getattr(getattr(net, name, None), "param_groups", []):

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
+from skorch.callbacks import LoadInitState
 
 __all__ = ["ModelFileError", "load_model", "save_model"]
 
@@ -203,14 +204,15 @@ def load_model(path, device=None):
         If the file is not a zip archive with exactly the expected members, a digest does not
         match, the format or version is unknown, or a field is malformed.
     ValueError
-        If ``device`` names a GPU and none is available.
+        If ``device`` is not a "cpu" or "cuda" device, or names a GPU where none is available.
     """
     from .estimator import HTLNetRegressor, _CoreTransform
     from .preprocessing import FeatureEncoder
 
     if device is not None:  # clear errors for a device that is not one, or a GPU that is not there
-        HTLNetRegressor(device=device)._validate_params()
-        HTLNetRegressor(device=device)._check_setup()
+        probe = HTLNetRegressor(device=device)
+        probe._validate_params()
+        probe._check_setup()
     members = _read_archive(path)
     try:
         config = json.loads(members["config.json"])
@@ -273,7 +275,9 @@ def load_model(path, device=None):
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"malformed model file: {type(exc).__name__}: {exc}") from exc
-    net._checkpoint_consulted = True  # a continued fit starts from these weights, not from checkpoint_dir
+    for _, callback in net.callbacks_:  # a continued fit starts from these weights, not from checkpoint_dir
+        if isinstance(callback, LoadInitState):
+            callback.did_load_ = True
     est.net_ = net
     est.history_ = net.history
     est._built_with = est._params_in_net()
