@@ -15,16 +15,24 @@ from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
-from skorch.callbacks import Callback, Checkpoint, EarlyStopping, LoadInitState
+from skorch.callbacks import Callback, EarlyStopping
 
+from .checkpoint import AtomicCheckpoint, VerifiedLoadInitState, checkpoint_folder, checkpoint_lock
 from .gradient import GRADIENT_ADJUSTMENTS, get_strategy
 from .modules import ARCHITECTURES
 from .modules.embedding import NUMERIC_ENCODINGS
+from .divergence import DivergenceMonitor, TrainingDivergedError, find_monitor
 from .net import CORE_LOSSES, FunnelDataset, FunnelValidSplit, HybridLoss, HybridNet, core_mean
 from .preprocessing import FeatureEncoder, user_stacklevel
 
 _EPS_RATE = 1e-4
 _CALIBRATION_ROWS = 200_000  # training rows the retransformation is fitted on, at most
+# target_transform="none": the factor of the optimised core MSE on z is the core's variance up to this
+# cap (Adam's second moments and the gradient rule's squared norms stay within float32); beyond it the
+# stages' share of the shared embedding's gradient is already below float32's resolution (1e-12 of the
+# core's), so the capped and the raw objective train alike.  The history reports the raw squared error.
+_MAX_CORE_LOSS_SCALE = 1e12
+_MAX_RAW_STD = 1e150  # its square must be a float64
 
 
 def _same_value(a, b):
@@ -47,47 +55,33 @@ def _same_value(a, b):
         return False
 
 
-class _ResumeFromCheckpoint(LoadInitState):
-    """skorch's ``LoadInitState`` (consulted once per net: ``did_load_``; :func:`~sk_htlnet.io.load_model`
-    sets it, so a loaded model keeps its own weights), with a warning for a checkpoint without its
-    optimiser state, a clear error for one that does not fit the model, and the current
-    ``learning_rate`` and ``weight_decay`` applied to the restored optimisers (their state would
-    bring back the old values)."""
+# skorch settings that HTLNetRegressor derives from its own parameters (net_kwargs may not override them)
+_NET_KWARG_OWNERS = {
+    "max_epochs": "max_iter", "lr": "learning_rate", "batch_size": "batch_size", "device": "device",
+    "verbose": "verbose", "optimizer__weight_decay": "weight_decay", "warm_start": "warm_start",
+    "train_split": "early_stopping and validation_fraction", "callbacks": "callbacks",
+    "seed": "random_state", "sparse_updates": "sparse_updates", "task_names": "the targets' names",
+    "gradient_strategy": "gradient_adjustment and its settings", "module": "the architecture parameters",
+    "criterion": "the target and loss parameters", "dataset": "X and y",
+}
 
-    def on_train_begin(self, net, X=None, y=None, **kwargs):
-        if self.did_load_:
-            return
-        folder, ckpt = str(self.checkpoint.dirname), self.checkpoint
-        if os.path.exists(os.path.join(folder, ckpt.f_params)):
-            optimisers = (ckpt.f_optimizer, getattr(ckpt, "f_embedding_optimizer", None))
-            missing = sorted(f for f in optimisers
-                             if isinstance(f, str) and not os.path.exists(os.path.join(folder, f)))
-            if missing:  # skorch skips a missing file
-                warnings.warn(
-                    f"checkpoint_dir={folder!r} lacks {missing}: the weights resume, but the optimiser state "
-                    "starts afresh", UserWarning, stacklevel=user_stacklevel(),
-                )
-        try:
-            super().on_train_begin(net, X=X, y=y, **kwargs)
-        except Exception as exc:  # torch's size mismatches, unpickling errors of a damaged file, ...
-            detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300]
-            raise ValueError(
-                f"checkpoint_dir={folder!r} holds a checkpoint that cannot be resumed by this model (other "
-                f"sizes, features or settings, or a damaged file): {type(exc).__name__}: {detail}. Remove "
-                "the folder or pass another checkpoint_dir."
-            ) from exc
-        for name in ("optimizer_", "embedding_optimizer_"):
-            for group in getattr(getattr(net, name, None), "param_groups", []):
-                group["lr"] = net.lr
-                if "weight_decay" in group and name == "optimizer_":
-                    group["weight_decay"] = getattr(net, "optimizer__weight_decay", 0.0)
+
+def _net_kwarg_owner(key):
+    """The estimator parameter(s) behind a skorch setting, or None if net_kwargs may set it."""
+    base = key.split("__", 1)[0] if key.startswith(("module__", "criterion__")) else key
+    return _NET_KWARG_OWNERS.get(base)
 
 
 class _CoreTransform:
     """Transform of the core target before the MSE (HTLNet §3 decision) and its inverse.
 
-    ``"none"``: z = y.  ``"standardize"``: z = (y - mean) / std; the inverse is exact, and a network
-    trained with the MSE on z estimates the conditional mean.  ``"log1p"``: z = log(1 + y); the network
+    ``"standardize"``: z = (y - mean) / std; the inverse is exact, and a network trained with the MSE
+    on z estimates the conditional mean.  ``"none"`` (the paper's raw squared error): the same z, so
+    the network's outputs stay of order 1 at any scale of y, but the loss is the squared error in y's
+    units, ``(y_hat - y)^2 = std^2 (z_hat - z)^2`` (:attr:`loss_scale` is ``std^2``); the two differ
+    only in how much the core's gradient weighs against the stages'.  With a likelihood core loss
+    (``calibrate=True``) the estimator sets ``std`` to the training mean and ``mean`` to 0 (amounts in
+    units of their mean) and the loss scale is 1.  ``"log1p"``: z = log(1 + y); the network
     then estimates E[log(1 + y) | x], and ``expm1`` of it is not the conditional mean, so the inverse
     is a *retransformation* fitted on the training rows:
 
@@ -132,10 +126,23 @@ class _CoreTransform:
         observed = y[~np.isnan(y)]
         self.low, self.high = float(observed.min()), float(observed.max())
         self._check(observed)
-        if self.kind == "standardize" and observed.size:
-            self.mean = float(observed.mean())
-            self.std = float(observed.std()) or 1.0
+        if (self.kind == "standardize" or (self.kind == "none" and not self.calibrate)) and observed.size:
+            with np.errstate(over="ignore"):  # a std beyond float64 is refused just below
+                self.mean = float(observed.mean())
+                self.std = float(observed.std()) or 1.0
+            if self.kind == "none" and not self.std <= _MAX_RAW_STD:
+                raise ValueError(
+                    f"target_transform='none' reports the squared error in the core target's units, which "
+                    f"a float64 cannot hold for a core target with a standard deviation of {self.std:.3g} "
+                    f"(above {_MAX_RAW_STD:g}); use target_transform='standardize' or rescale the target"
+                )
         return self
+
+    @property
+    def loss_scale(self):
+        """Factor from the squared error on z to the squared error in y's units: ``std^2`` for
+        ``"none"`` without a likelihood, else 1 (float)."""
+        return self.std ** 2 if self.kind == "none" and not self.calibrate else 1.0
 
     def update(self, y):
         """A later chunk of training rows (``partial_fit``, warm start): the same check as ``fit``,
@@ -255,7 +262,12 @@ def _target_frame(y, n_rows=None):
     else:
         was_1d = False
     if isinstance(y, pd.DataFrame):
+        duplicated = y.columns[y.columns.duplicated()].unique().tolist()
+        if duplicated:
+            raise ValueError(f"y has duplicate column names {duplicated}; target names must be unique")
         names = [str(c) for c in y.columns]
+        if len(set(names)) < len(names):
+            raise ValueError(f"y's column names {list(y.columns)} are not unique as text ({names})")
         try:
             values = np.column_stack(
                 [pd.to_numeric(y[c]).to_numpy(dtype=np.float64, na_value=np.nan) for c in y.columns]
@@ -273,6 +285,33 @@ def _target_frame(y, n_rows=None):
         raise ValueError(f"y must be 1-D or 2-D (n_samples, n_stages + 1), got shape {arr.shape}")
     k = arr.shape[1] - 1
     return arr, [f"stage_{i + 1}" for i in range(k)] + ["core"], False
+
+
+def _check_column_labels(labels, fitted):
+    """Match a DataFrame's column labels that are not all str (ints, tuples of a MultiIndex, mixed
+    types) against those seen in fit, as scikit-learn does for str names; raises ValueError.
+
+    A model fitted on an array (labels 0..p-1) accepts any labels that are not a reordering of those."""
+    if labels == list(fitted):
+        return
+    positional = list(fitted) == list(range(len(fitted)))
+    try:
+        same_set = set(labels) == set(fitted)
+    except TypeError:  # unhashable labels: compare as lists only
+        same_set = False
+    if positional and not same_set:
+        return  # fitted on an array: columns are taken by position
+    if same_set:
+        raise ValueError(
+            f"X has the columns seen in fit in another order: fit saw {list(fitted)}, X has {labels}; "
+            "select them in fit's order (X[fitted_columns])"
+        )
+    unseen = [c for c in labels if c not in fitted]
+    missing = [c for c in fitted if c not in labels]
+    raise ValueError(
+        f"X's column names differ from those seen in fit: unseen at fit time {unseen[:10]}, seen at fit "
+        f"time but missing {missing[:10]}"
+    )
 
 
 class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
@@ -298,9 +337,11 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         sum, PCGrad (Yu et al., 2020), MetaBalance with the core as target task (He et al., 2022,
         using ``relax_factor``), or Kendall et al.'s (2018) learned uncertainty loss weights.  Has no
         effect with ``architecture="single_task"`` (nothing is shared).
-    categorical_features : "from_dtype", list of str or int, or bool mask, default="from_dtype"
+    categorical_features : "from_dtype", list of column labels or int, or bool mask, default="from_dtype"
         Categorical columns, embedded natively.  "from_dtype": DataFrame columns of category,
-        string or object dtype; an array has none unless listed here.
+        string or object dtype; an array has none unless listed here.  A listed value that is one of
+        a DataFrame's column labels (str, int, a MultiIndex tuple) names that column; other ints are
+        positions.
     embedding_dim : int, default=16
         Size of each field's embedding.
     numeric_encoding : {"linear", "quantile", "piecewise_linear", "periodic"}, \
@@ -336,7 +377,10 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         when every observed core value is >= 0 (amounts: zero-inflated, heavy-tailed) and
         "standardize" otherwise; with a likelihood core loss it is "none".
         Predictions are always in the target's units and estimate the conditional mean (with
-        "log1p", through ``retransformation``).
+        "log1p", through ``retransformation``).  "none" is the paper's squared error in the
+        target's own units at any scale: the network's output is scaled by the core's training
+        standard deviation, and the loss is its square times the standardised error (the factor
+        capped at 1e12 for float32, with no effect on training; the history reports the raw error).
     core_loss : {"auto", "mse", "ziln", "tweedie"}, default="auto"
         Loss of the core target.  "auto" is "ziln" when every observed core value is >= 0,
         ``target_transform`` is "auto" and ``retransformation`` is not "smearing" (any explicit
@@ -423,10 +467,19 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         naming any other parameter changed since the fit that built the net.
     checkpoint_dir : str or path-like, default=None
         If set, the net's weights, optimiser state and history are written to this folder after
-        every epoch (skorch's ``Checkpoint``), and a later ``fit`` with the same data and
-        parameters resumes from them and runs the remaining ``max_iter`` epochs (skorch's
-        ``LoadInitState``; the current ``learning_rate`` and ``weight_decay`` apply; a checkpoint
-        of other shapes raises ``ValueError``).  None writes nothing.  The resumed fit is not bit-identical to an
+        every epoch, each epoch as new files written atomically (temporary file, fsync, rename),
+        then a ``manifest.json`` with their SHA-256 digests and the net's settings, then the
+        previous epoch's files are deleted (:mod:`sk_htlnet.checkpoint`), so that a process killed
+        at any instant leaves the last complete epoch.  A later ``fit`` (or first ``partial_fit``) with
+        the same data and parameters resumes from it and runs the remaining ``max_iter`` epochs,
+        with the current ``learning_rate`` and ``weight_decay``, after checking the manifest, the
+        digests and that the loaded weights equal the files; a checkpoint that fails a check (a
+        missing, truncated or altered file, another model's or other data's settings, or one
+        written with the other ``sparse_updates``) raises ``ValueError`` naming the folder, and is
+        never resumed in part.  A folder without a manifest holds no complete epoch: the fit starts
+        afresh.  While a fit runs it holds the folder's lock (``checkpoint.lock``, released by the
+        operating system if the process dies): a second fit on the same folder raises
+        ``ValueError``.  None writes nothing.  The resumed fit is not bit-identical to an
         uninterrupted one (the shuffle and Gumbel generators restart).
     callbacks : list of skorch callbacks or (name, callback) tuples, default=None
         Extra callbacks for the skorch net.
@@ -622,6 +675,14 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                     f"Found array with {n} sample(s) (shape={X.shape}) while a minimum of {min_samples} is "
                     "required by HTLNetRegressor."
                 )
+            # scikit-learn checks str names only (and refuses mixed types): other labels (ints, tuples
+            # of a MultiIndex, mixtures) are matched here, then counted positionally
+            fitted = self._encoder.columns_ if not reset and hasattr(self, "_encoder") else None
+            if fitted is not None and not all(isinstance(c, str) for c in fitted):
+                _check_column_labels(list(X.columns), fitted)
+            if not all(isinstance(c, str) for c in X.columns):
+                validate_data(self, X.set_axis(pd.RangeIndex(p), axis=1), reset=reset, skip_check_array=True)
+                return X
         else:
             listed = not (isinstance(self.categorical_features, str) or self.categorical_features is None)
             X = check_array(
@@ -717,7 +778,9 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         # with a positive-class weight w the loss is minimised by log(w p / (1 - p))
         priors = np.log(rates / (1 - rates)) + (np.log(pos) if pos is not None else 0.0)
         core = y_transformed[:, k]
-        core_var = _weighted_nanmean((core - means[k]) ** 2, sample_weight) or 1.0
+        raw_scale = self._core_transform.loss_scale  # "none": the squared error in the core's units
+        loss_scale = min(raw_scale, _MAX_CORE_LOSS_SCALE)
+        core_var = (_weighted_nanmean((core - means[k]) ** 2, sample_weight) or 1.0) * loss_scale
         core_prior = float(means[k])
         if self.core_loss_ != "mse":
             core_var = 1.0  # likelihoods are already free of the target's units
@@ -753,6 +816,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         criterion = dict(
             n_stages=k,
             core_scale=float(core_var),
+            core_loss_scale=float(loss_scale),
+            core_report_scale=float(raw_scale / loss_scale),
             task_weights=None if weights is None else weights.tolist(),
             pos_weight=None if pos is None else pos.tolist(),
             uncertainty=self.gradient_adjustment == "uncertainty",
@@ -763,7 +828,10 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     def _make_net(self, spec, seed, early):
         """The skorch net for a spec from :meth:`_net_spec` (not yet initialised)."""
-        callbacks = []
+        # first of all callbacks but skorch's defaults: a diverged epoch is caught before early
+        # stopping, a checkpoint or the user's callbacks see it (sk_htlnet.divergence)
+        priors = list(spec["module"]["stage_logit_priors"]) + list(np.atleast_1d(spec["module"]["core_prior"]))
+        callbacks = [("divergence_monitor", DivergenceMonitor([float(v) for v in priors]))]
         if early:
             callbacks.append(
                 ("early_stopping", EarlyStopping(
@@ -772,13 +840,11 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 ))
             )
         if self.checkpoint_dir is not None:
-            checkpoint = Checkpoint(
-                dirname=str(self.checkpoint_dir), monitor=None, f_params="params.pt",
-                f_optimizer="optimizer.pt", f_criterion=None, f_history="history.json", f_pickle=None,
+            checkpoint = AtomicCheckpoint(
+                str(self.checkpoint_dir), settings=spec, embedding_optimizer=bool(self.sparse_updates),
                 sink=self._sink,
-                **({"f_embedding_optimizer": "embedding_optimizer.pt"} if self.sparse_updates else {}),
             )
-            callbacks += [("checkpoint", checkpoint), ("resume", _ResumeFromCheckpoint(checkpoint))]
+            callbacks += [("checkpoint", checkpoint), ("resume", VerifiedLoadInitState(checkpoint))]
         callbacks += list(self.callbacks or [])
         k = spec["module"]["n_stages"]
         net = HybridNet(
@@ -813,6 +879,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         if self.n_threads is None:
             yield
             return
+        if isinstance(self.n_threads, (bool, np.bool_)):
+            raise ValueError(f"n_threads must be a number, got {self.n_threads!r} (a bool)")
         previous = torch.get_num_threads()
         torch.set_num_threads(self.n_threads)
         try:
@@ -848,9 +916,22 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         ------
         ValueError
             If X and y differ in length, a stage holds values other than 0/1/NaN or a single class,
-            the core target is infinite or never observed, or a parameter is invalid.
+            the core target is infinite or never observed, or a parameter is invalid; or if
+            ``checkpoint_dir`` holds a checkpoint that cannot be resumed, or is in use by another
+            fit (:class:`sk_htlnet.checkpoint.CheckpointError`).
+        OSError
+            If a checkpoint cannot be written to ``checkpoint_dir``; the folder keeps the last
+            complete epoch.
         sk_htlnet.TrainingDivergedError
-            If a task's training loss becomes NaN or infinite; the estimator is then left unfitted.
+            If training diverges (also in ``partial_fit``): a task's batch loss becomes NaN or
+            infinite, or, at the end of an epoch, a task's epoch training loss is more than 10
+            times as far above the loss's lower bound as the loss of predicting the base rates
+            (:mod:`sk_htlnet.divergence`).  The message names the task, the epoch and a lower
+            ``learning_rate`` to try.  The estimator is then left fitted on its best weights before
+            the divergence (early stopping's best epoch, else the epoch with the lowest
+            ``train_loss``, or for a continued fit the weights it started from), with the error's
+            ``best_epoch`` saying which and ``history_`` holding every epoch run; a fresh fit whose
+            first epoch diverged leaves it unfitted (``best_epoch`` is None).
         """
         with self._threads():
             return self._fit(X, y, sample_weight)
@@ -876,6 +957,17 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             if not isinstance(obj, Callback) and not (isinstance(obj, type) and issubclass(obj, Callback)):
                 raise ValueError(
                     f"callbacks must hold skorch callbacks or (name, callback) tuples, got {cb!r}"
+                )
+        for name, constraints in self._parameter_constraints.items():  # Interval takes True for 1
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) and any(isinstance(c, Interval) for c in constraints):
+                raise ValueError(f"{name} must be a number, got {value!r} (a bool)")
+        for key in self.net_kwargs or {}:
+            owner = _net_kwarg_owner(key)
+            if owner is not None:
+                raise ValueError(
+                    f"net_kwargs sets {key!r}, which HTLNetRegressor sets itself from {owner}; pass "
+                    f"{'that parameter' if ' ' in owner else owner + '='} instead"
                 )
 
     # parameters that a continued fit (warm_start, partial_fit) still honours: the rest are built
@@ -936,6 +1028,10 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 raise ValueError(
                     f"no row with an observed core target ({names[-1]!r}) has a positive sample_weight"
                 )
+            # every loss, prior and calibration is a weighted mean: free of the weights' scale, so
+            # they are brought to a mean of 1 (weights of 1e39 would overflow the float32 batches)
+            sample_weight = sample_weight / sample_weight.max()
+            sample_weight /= sample_weight[sample_weight > 0].mean()
         y_model = values.copy()
         k = values.shape[1] - 1
         if not keep:
@@ -965,15 +1061,33 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
             self._net_spec_ = self._net_spec(y_model, sample_weight)
             early = self.early_stopping if self.early_stopping != "auto" else n_rows > 10_000
+            if early and not incremental:
+                n_valid = int(np.ceil(self.validation_fraction * n_rows))
+                if n_valid < 1 or n_rows - n_valid < 2:
+                    raise ValueError(
+                        f"validation_fraction={self.validation_fraction} holds out {n_valid} of {n_rows} rows "
+                        f"for early stopping, leaving {n_rows - n_valid} to train on (at least 2 are needed); "
+                        "use a smaller validation_fraction or early_stopping=False"
+                    )
             net = self._make_net(self._net_spec_, seed, early=early and not incremental)
         core = values[:, k].copy()  # for the retransformation; the float64 targets are freed before training
         del values, y_model
-        if incremental:
-            net.partial_fit(dataset, None, epochs=1)
-        elif keep:
-            net.partial_fit(dataset, None, epochs=self.max_iter)
-        else:
-            net.fit(dataset, None)  # raises TrainingDivergedError before self.net_ is set
+        monitor = find_monitor(net)
+        if monitor is not None:
+            monitor.resumed = keep  # a continued fit falls back on the weights it starts from
+        diverged = None
+        with checkpoint_lock(checkpoint_folder(net)):  # a second fit on the same checkpoint_dir is refused
+            try:
+                if incremental:
+                    net.partial_fit(dataset, None, epochs=1)
+                elif keep:
+                    net.partial_fit(dataset, None, epochs=self.max_iter)
+                else:
+                    net.fit(dataset, None)
+            except TrainingDivergedError as exc:
+                if exc.best_epoch is None:
+                    raise  # a fresh fit's first epoch diverged: left unfitted (self.net_ is not set)
+                diverged = exc  # the net holds its best weights again: finish the fit on them, then raise
         self.net_ = net
         if not keep:
             self._built_with = self._params_in_net()
@@ -982,6 +1096,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.n_iter_ = (self.n_iter_ - epochs_before if keep else 0) + len(self.history_)
         if not self._core_transform.fitted_on_predictions:
             self._core_transform.fit_retransformation(None, None)
+            if diverged is not None:
+                raise diverged
             return self
         # the retransformation needs the network's output on training rows: at most _CALIBRATION_ROWS of them
         rows = np.arange(n_rows)
@@ -994,6 +1110,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             core[rows], core_mean(raw[:, k:], self.core_loss_),
             None if sample_weight is None else sample_weight[rows],
         )
+        if diverged is not None:
+            raise diverged
         return self
 
     def _resolve_core_loss(self, core):

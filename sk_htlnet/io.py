@@ -1,24 +1,31 @@
-"""A model file that loads without executing code: JSON settings plus safetensors weights.
+"""A model file that is data: JSON settings plus safetensors weights, checked before use.
 
 ``pickle`` and ``joblib`` work with :class:`~sk_htlnet.HTLNetRegressor` too, but loading a pickle can
 run arbitrary code, so a pickle from an untrusted source must never be loaded.  :func:`save_model`
 writes a zip archive holding
 
 - ``config.json``: the format version, the estimator's parameters, the fitted feature encoding
-  (column names, vocabularies with their value types, scalers), the target transform and the net's
+  (column labels, vocabularies with their value types, scalers), the target transform and the net's
   settings, all as plain JSON;
 - ``weights.safetensors``: the torch module's tensors in the safetensors format (no code, only data);
 - ``manifest.json``: the SHA-256 digest of both files.
 
-:func:`load_model` checks the archive's members, the digests and every field it reads, and refuses a
-file that fails any check with :class:`ModelFileError`.  It parses JSON and tensors only: nothing
-in the file is executed.  The digests detect corruption and accidental edits; they are not a
-signature (anyone able to edit the file can recompute them), which is fine because the format
-cannot carry code.
+:func:`load_model` treats the file as untrusted data.  It reads at most ``max_bytes`` from it (the
+file and its members after decompression, whatever the zip headers declare), checks every field
+against a schema (``sk_htlnet._model_schema``: types, ranges, caps on sizes, and the fields
+against each other: the encoding against the columns, the net's settings against the encoding and
+the parameters, the weights' shapes against the settings) before it allocates anything the file
+declares, then builds the net and runs a probe prediction through the whole pipeline.  Any problem with the file is a
+:class:`ModelFileError` naming the field.  Nothing in the file is executed, no setting in it names a
+path or a skorch internal (``checkpoint_dir``, ``net_kwargs`` and ``callbacks`` are not stored), and
+loading writes nothing.  The digests detect corruption and accidental edits; they are not a
+signature (anyone able to edit the file can recompute them), which the checks above do not rely on.
 """
 
 import hashlib
 import json
+import numbers
+import os
 import warnings
 import zipfile
 
@@ -29,62 +36,64 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from skorch.callbacks import LoadInitState
 
+from . import _model_schema as schema
+from ._model_schema import FORMAT, VERSION, ModelFileError
+
 __all__ = ["ModelFileError", "load_model", "save_model"]
 
-FORMAT = "sk_htlnet-model"
-VERSION = 1
-_MEMBERS = {"config.json", "weights.safetensors", "manifest.json"}
-# Parameters that hold Python objects (callbacks) cannot be stored as data.
-_UNSTORABLE = ("callbacks",)
+DEFAULT_MAX_BYTES = 2 << 30
+"""Default ``max_bytes`` of :func:`load_model`: 2 GiB, for the file and for its members after
+decompression (a model with 500 million float32 weights)."""
+
+_MEMBERS = ("config.json", "manifest.json", "weights.safetensors")
+_MAX_MANIFEST = 4096
+_MAX_CENTRAL_DIRECTORY = 1 << 20  # three entries, each with at most 64 KiB of name, extra field, comment
+_CHUNK = 1 << 20
+# A member may decompress to at most 200 times its compressed size plus 16 MiB: deflate reaches
+# about 1000:1 on filler (zeros, spaces), while JSON settings compress 3-10:1 and weights about 1:1.
+_MAX_EXPANSION = 200
+_EXPANSION_SLACK = 16 << 20
+_PROBE_ROWS = 64
 
 
-class ModelFileError(ValueError):
-    """The file is not a valid, intact sk_htlnet model file."""
-
-
-def _encode_value(value):
-    if isinstance(value, (bool, np.bool_)):
-        return ["bool", bool(value)]
-    if isinstance(value, (int, np.integer)):
-        return ["int", int(value)]
-    if isinstance(value, (float, np.floating)):
-        return ["float", float(value)]
-    if isinstance(value, str):
-        return ["str", value]
-    raise TypeError(type(value).__name__)
-
-
-def _decode_value(item):
-    kinds = {"bool": bool, "int": int, "float": float, "str": str}
-    if not (isinstance(item, list) and len(item) == 2 and item[0] in kinds):
-        raise ModelFileError(f"invalid vocabulary entry {item!r}")
-    kind, value = item
-    if kind == "float" and isinstance(value, int):
-        value = float(value)
-    if not isinstance(value, kinds[kind]) or (kind == "int" and isinstance(value, bool)):
-        raise ModelFileError(f"vocabulary entry {item!r} does not hold a {kind}")
+# ---- save ---------------------------------------------------------------------------------------
+def _plain(value):
+    """NumPy scalars as Python scalars, tuples and arrays as lists (what JSON holds)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, list, np.ndarray)):
+        return [_plain(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
     return value
 
 
 def _jsonable_params(est):
     params = est.get_params(deep=False)
-    for name in _UNSTORABLE:
-        if params.get(name):
-            raise ValueError(f"save_model cannot store the parameter {name!r} (Python objects); use pickle")
-    params = {k: v for k, v in params.items() if k not in _UNSTORABLE}
-    if not isinstance(params["random_state"], (int, type(None))):
+    dropped = [name for name in schema.NOT_STORED if params.get(name) not in (None, [], {})]
+    for name in schema.NOT_STORED:
+        params[name] = None
+    if not isinstance(params["random_state"], (numbers.Integral, type(None))):
         params["random_state"] = None
-    for key in ("tower_units", "task_weights", "stage_pos_weight", "categorical_features"):
-        if isinstance(params[key], (tuple, np.ndarray)):
-            params[key] = np.asarray(params[key]).tolist()
     params["device"] = str(params["device"])
-    if params["checkpoint_dir"] is not None:
-        params["checkpoint_dir"] = str(params["checkpoint_dir"])
+    params = {name: _plain(value) for name, value in params.items()}
     try:
-        json.dumps(params)
-    except TypeError as exc:
+        params = json.loads(json.dumps(params))  # float subclasses as floats
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"save_model cannot store a parameter as JSON: {exc}; use pickle") from exc
-    return params
+    try:  # what load_model refuses is not written (n_threads or a size above the caps, ...)
+        schema.check_params(params, field="parameters")
+    except ModelFileError as exc:
+        raise ValueError(f"save_model cannot store these parameters: {exc}") from None
+    return params, dropped
+
+
+def _encode_all(values, what, tuples=False):
+    try:
+        return [schema.encode_value(v, tuples) for v in values]
+    except TypeError as exc:
+        raise ValueError(
+            f"{what} holds a value of type {exc} that the model file cannot store (str, int, float and "
+            "bool can, and tuples of them for column labels); use pickle"
+        ) from None
 
 
 def save_model(estimator, path):
@@ -97,37 +106,48 @@ def save_model(estimator, path):
     path : str or path-like
         Destination file (conventionally ``*.htlnet``); overwritten if it exists.
 
+    Warns
+    -----
+    UserWarning
+        If ``checkpoint_dir``, ``net_kwargs`` or ``callbacks`` is set: the file does not store them
+        (a path, skorch settings and Python objects would steer the loaded estimator), and the loaded
+        estimator has None; set them again on it if needed.
+
     Raises
     ------
     sklearn.exceptions.NotFittedError
         If the estimator is not fitted.
     ValueError
-        If a parameter (``callbacks``) or a category value (a type other than str, int, float or
-        bool) cannot be stored as data; use pickle for such models.
+        If a column label or category value cannot be stored as data (column labels: str, int,
+        float, bool, or tuples of them as in a MultiIndex; category values: str, int, float, bool),
+        a parameter is not JSON, or a parameter exceeds what :func:`load_model` accepts
+        (``n_threads`` above 1024, a size above its cap); use pickle for such models.
     """
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(estimator, "net_")
     enc = estimator._encoder
-    vocabularies = []
-    for column, vocab in zip(enc._cat_cols, enc.vocabularies_):
-        try:
-            vocabularies.append([_encode_value(v) for v in vocab])
-        except TypeError as exc:
-            raise ValueError(
-                f"column {column!r} has a category value of type {exc} that the model file cannot "
-                "store (str, int, float and bool can); use pickle"
-            ) from exc
+    vocabularies = [_encode_all(vocab, f"column {column!r}") for column, vocab in zip(enc._cat_cols,
+                                                                                      enc.vocabularies_)]
+    columns = list(enc._columns)
+    for c in columns:
+        if isinstance(c, tuple) and any(isinstance(part, tuple) for part in c):
+            raise ValueError(f"the column label {c!r} nests tuples, which the model file cannot store; use pickle")
+    lengths = {len(c) if isinstance(c, tuple) else -1 for c in columns}
+    if len(lengths) > 1 and any(isinstance(c, tuple) for c in columns):
+        raise ValueError("the column labels mix tuples of different lengths or tuples and scalars, which the model "
+                         "file cannot store (a MultiIndex has tuples of one length); use pickle")
+    params, dropped = _jsonable_params(estimator)
     transform = estimator._core_transform
     config = {
         "format": FORMAT,
         "version": VERSION,
-        "params": _jsonable_params(estimator),
+        "params": params,
         "fitted": {
             "n_features_in": int(estimator.n_features_in_),
             "feature_names_in": None if not hasattr(estimator, "feature_names_in_")
             else [str(c) for c in estimator.feature_names_in_],
-            "columns": [_encode_value(c) for c in enc._columns],
+            "columns": _encode_all(columns, "the column labels", tuples=True),
             "categorical_mask": [bool(m) for m in enc.categorical_mask_],
             "vocabularies": vocabularies,
             "mean": enc.mean_.tolist(),
@@ -157,37 +177,182 @@ def save_model(estimator, path):
         archive.writestr("config.json", config_bytes)
         archive.writestr("weights.safetensors", weights_bytes)
         archive.writestr("manifest.json", json.dumps(manifest))
+    if dropped:
+        warnings.warn(
+            f"save_model did not store {dropped}: a model file holds data only, and a path, skorch settings "
+            "or callbacks would steer the loaded estimator; the loaded estimator has None (set them again "
+            "on it if needed)", UserWarning, stacklevel=2,
+        )
 
 
-def _read_archive(path):
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            if names != _MEMBERS:
-                raise ModelFileError(f"unexpected archive members {sorted(names)}; expected {sorted(_MEMBERS)}")
-            members = {name: archive.read(name) for name in _MEMBERS}
-    except zipfile.BadZipFile as exc:
-        raise ModelFileError(f"{path} is not an sk_htlnet model file (not a zip archive)") from exc
-    try:
-        manifest = json.loads(members["manifest.json"])
-    except ValueError as exc:
-        raise ModelFileError("manifest.json is not valid JSON") from exc
+# ---- load ---------------------------------------------------------------------------------------
+def _check_central_directory(f, size):
+    """Refuse, from the end-of-archive record, an archive that declares other than three members or a
+    central directory too large for three, before zipfile parses it (ZipFile reads every entry)."""
+    tail_size = min(size, 22 + 65535)
+    f.seek(size - tail_size)
+    tail = f.read(tail_size)
+    at = len(tail) - 22 if tail[-22:-18] == b"PK\x05\x06" else tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise ModelFileError("not an sk_htlnet model file (not a zip archive)")
+    entries = int.from_bytes(tail[at + 10:at + 12], "little")
+    directory = int.from_bytes(tail[at + 12:at + 16], "little")
+    if entries != len(_MEMBERS) or directory > _MAX_CENTRAL_DIRECTORY:
+        raise ModelFileError(f"unexpected archive members: the archive declares {entries} members and a "
+                             f"{directory}-byte directory; expected the {len(_MEMBERS)} members {list(_MEMBERS)}")
+    f.seek(0)
+
+
+def _read_member(archive, info, limit, why):
+    """At most ``limit`` bytes of a member (``why``: the limit's name), decompressed chunk by chunk:
+    its size in the zip header is not trusted, its compressed size is (zipfile reads no more than
+    that from the file)."""
+    expansion = _MAX_EXPANSION * info.compress_size + _EXPANSION_SLACK
+    if expansion < limit:
+        limit = expansion
+        why = f"{_MAX_EXPANSION} times its {info.compress_size} compressed bytes + 16 MiB (a zip bomb)"
+    parts, total = [], 0
+    with archive.open(info) as member:
+        while True:
+            chunk = member.read(min(_CHUNK, limit + 1 - total))
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise ModelFileError(f"{info.filename} decompresses to more than {limit} bytes, {why}")
+    return b"".join(parts)
+
+
+def _read_archive(f, max_bytes):
+    """The three members' bytes from the open file ``f``, after bounded reads and the digest check."""
+    size = os.fstat(f.fileno()).st_size
+    if size > max_bytes:
+        raise ModelFileError(f"the file has {size} bytes, more than max_bytes={max_bytes}")
+    _check_central_directory(f, size)
+    with zipfile.ZipFile(f) as archive:
+        infos = archive.infolist()
+        names = sorted(info.filename for info in infos)
+        if names != sorted(_MEMBERS):
+            raise ModelFileError(f"unexpected archive members {names[:10]}; expected {sorted(_MEMBERS)}")
+        members, budget = {}, max_bytes
+        for info in infos:
+            if info.filename == "manifest.json" and budget > _MAX_MANIFEST:
+                limit, why = _MAX_MANIFEST, f"the manifest's limit of {_MAX_MANIFEST} bytes"
+            else:
+                limit, why = budget, f"what is left of max_bytes={max_bytes} after the other members"
+            members[info.filename] = _read_member(archive, info, limit, why)
+            budget -= len(members[info.filename])
+    manifest = schema.parse_json(members["manifest.json"], "manifest.json")
+    schema._dict(manifest, "manifest.json", ("config.json", "weights.safetensors"))
     for name in ("config.json", "weights.safetensors"):
-        if hashlib.sha256(members[name]).hexdigest() != manifest.get(name):
+        if hashlib.sha256(members[name]).hexdigest() != manifest[name]:
             raise ModelFileError(f"{name} does not match its digest in the manifest: the file was altered")
     return members
 
 
-def load_model(path, device=None):
-    """Load a model saved by :func:`save_model`, executing nothing from the file.
+def _check_device_argument(device):
+    from .estimator import HTLNetRegressor
+
+    probe = HTLNetRegressor(device=device)
+    probe._validate_params()
+    probe._check_setup()
+    target = torch.device(device)
+    if target.type == "cuda" and target.index is not None and target.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}, but torch sees {torch.cuda.device_count()} GPU(s)")
+
+
+def _stored_device(est, notes):
+    """The file's device if this machine has it, else "cpu" with a note; a device that is neither
+    'cpu' nor 'cuda' is refused."""
+    refused = f"config.json params.device: expected a 'cpu' or 'cuda' device, got {est.device!r}"
+    try:
+        device = torch.device(est.device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ModelFileError(refused) from None
+    if device.type not in ("cpu", "cuda"):
+        raise ModelFileError(refused)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        missing = "no GPU is available" if not torch.cuda.is_available() else (
+            f"no GPU of index {device.index} is available (torch sees {torch.cuda.device_count()})")
+        notes.append(f"the model was saved from device={est.device!r}, but {missing}: loading it on 'cpu' "
+                     "(pass device= to choose)")
+        return "cpu"
+    return est.device
+
+
+def _probe_frame(enc):
+    """Rows in the fitted columns: row i holds category i of each categorical column (cycling; up to
+    64 rows, so every category of a small vocabulary is seen) and a numeric value running from the
+    training minimum to the maximum; the last row has every value missing."""
+    n = min(_PROBE_ROWS, max([len(v) for v in enc.vocabularies_] + [2]))
+    columns, cats, nums = {}, iter(enc.vocabularies_), iter(range(len(enc.mean_)))
+    for position, categorical in enumerate(enc.categorical_mask_):
+        if categorical:
+            vocab = next(cats)
+            values = [vocab[i % len(vocab)] for i in range(n)] if len(vocab) else [None] * n
+            columns[position] = pd.Series(values + [None], dtype=object)
+        else:
+            j = next(nums)
+            values = np.linspace(enc.min_[j], enc.max_[j], n)
+            columns[position] = pd.Series(np.r_[values, np.nan], dtype=np.float64)
+    frame = pd.DataFrame(columns)
+    frame.columns = pd.Index(enc._columns)
+    return frame
+
+
+def _probe(est):
+    """Predict the probe rows through the encoder, the net and the inverse transform: a failure,
+    or a prediction that is not finite or of the wrong shape, refuses the file at load rather than
+    in a later ``predict``."""
+    frame = _probe_frame(est._encoder)
+    rows = len(frame)
+    what = (f"the model in the file cannot predict: a probe prediction on {rows} rows (its categories, numeric "
+            "values across the training range, missing values)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            pred = est.predict(frame)
+        except (MemoryError, torch.cuda.OutOfMemoryError):
+            raise
+        except Exception as exc:
+            raise ModelFileError(f"{what} fails with {type(exc).__name__}: {str(exc)[:300]}") from exc
+    shape = (rows,) if est._y_1d else (rows, est.n_stages_ + 1)
+    if pred.shape != shape or not np.isfinite(pred).all():
+        raise ModelFileError(f"{what} has shape {pred.shape} (expected {shape}) or is not finite")
+
+
+def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
+    """Load a model saved by :func:`save_model`, treating the file as untrusted data.
+
+    Nothing in the file is executed and nothing is written (no folder is created).  The file, and
+    its members after decompression, are read with at most ``max_bytes`` bytes in all, in 1 MiB
+    chunks whatever the zip headers declare; a member may also decompress to at most 200 times its
+    compressed size plus 16 MiB (a zip bomb is refused).  ``config.json`` is checked against a schema before anything it
+    declares is allocated: the type and range of every field, caps on sizes (``n_threads`` at most
+    1024; ``embedding_dim``, ``label_embedding_dim``, ``fusion_dim`` and each of at most 64 layers of
+    ``tower_units`` at most 65536; ``n_bins`` at most 65536; ``n_experts`` at most 1024; at most 256
+    stages), and the fields against each other (vocabularies against the categorical mask, scalers
+    and bin edges against the numeric columns, target names against the stages, the net's settings
+    against the encoding and the parameters; net and loss settings against the constructors'
+    signatures).  The weights' header is checked against the tensor names, dtypes and shapes the
+    settings imply (computed on torch's meta device, which allocates nothing) before the weights
+    are read, and the weights must be finite.  The net is then built, and a probe prediction on up
+    to 65 rows (each category of a vocabulary of up to 64 values, numeric values from the training
+    minimum to the maximum, then a row of missing values) must give finite values of the right
+    shape.  Peak memory is a small multiple of the bytes read (parsing JSON takes about five
+    times the size of ``config.json``).
 
     Parameters
     ----------
     path : str or path-like
     device : str or torch.device, default=None
         Where to put the model (its ``device`` parameter).  None keeps the device it was saved
-        from, except that a model saved from a GPU loads on ``"cpu"``, with a warning, where no
-        GPU is available (as skorch does for pickles).
+        from, except that a model saved from a GPU this machine lacks loads on ``"cpu"``, with a
+        warning.
+    max_bytes : int, default=2 GiB (``DEFAULT_MAX_BYTES``)
+        Largest file, and largest total of its members after decompression, that is read.  Lower it
+        for a file from an untrusted source to what the models you expect need.
 
     Returns
     -------
@@ -195,91 +360,76 @@ def load_model(path, device=None):
         A fitted estimator whose predictions equal those of the saved one.  Its ``history_`` is
         empty (the training history is not part of the file); ``n_iter_`` counts the saved epochs.
         The optimiser state is not part of the file either: training continued with ``partial_fit``
-        or ``warm_start`` starts Adam's moments and the random generators afresh (a checkpoint
-        folder, ``checkpoint_dir``, keeps them).
+        or ``warm_start`` starts Adam's moments and the random generators afresh.
+        ``checkpoint_dir``, ``net_kwargs`` and ``callbacks`` are None.
+
+    Warns
+    -----
+    UserWarning
+        If the file sets ``checkpoint_dir``, ``net_kwargs`` or ``callbacks`` (save_model does not
+        write them): they are reset to None, and the warning names them.  If the model was saved
+        from a GPU this machine lacks and ``device`` is None.
 
     Raises
     ------
     ModelFileError
-        If the file is not a zip archive with exactly the expected members, a digest does not
-        match, the format or version is unknown, or a field is malformed.
+        For anything about the file's content: not a zip archive, members other than the three,
+        more than ``max_bytes``, a digest that does not match, an unknown format or version,
+        invalid JSON (nesting too deep included), a field of the wrong type or range, above a cap,
+        or contradicting another field, weights that do not fit the settings or are not finite, or
+        a probe prediction that fails.  The message names the field and what was expected.
     ValueError
-        If ``device`` is not a "cpu" or "cuda" device, or names a GPU where none is available.
+        If ``device`` is not a "cpu" or "cuda" device or names a GPU that is not available, or
+        ``max_bytes`` is not a positive int (errors about the arguments, not the file).
+    OSError
+        If ``path`` cannot be opened (``FileNotFoundError``, ``PermissionError``, ...).
+    MemoryError, torch.cuda.OutOfMemoryError
+        Not wrapped: the caps keep a file from declaring more than ``max_bytes`` allows, so running
+        out of memory means this machine cannot hold a model of that size.
     """
-    from .estimator import HTLNetRegressor, _CoreTransform
-    from .preprocessing import FeatureEncoder
-
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
     if device is not None:  # clear errors for a device that is not one, or a GPU that is not there
-        probe = HTLNetRegressor(device=device)
-        probe._validate_params()
-        probe._check_setup()
-    members = _read_archive(path)
+        _check_device_argument(device)
+    notes = []
+    with open(path, "rb") as f:  # a path that cannot be opened raises OSError, as open() does
+        try:
+            members = _read_archive(f, max_bytes)
+        except (ModelFileError, MemoryError):
+            raise
+        except Exception as exc:  # zipfile's errors (BadZipFile, an unsupported compression, ...)
+            raise ModelFileError(f"the file is not a readable zip archive: {type(exc).__name__}: "
+                                 f"{str(exc)[:300]}") from exc
     try:
-        config = json.loads(members["config.json"])
-    except ValueError as exc:
-        raise ModelFileError("config.json is not valid JSON") from exc
-    if config.get("format") != FORMAT or config.get("version") != VERSION:
-        raise ModelFileError(f"unknown format {config.get('format')!r} version {config.get('version')!r}")
-    try:
-        fitted = config["fitted"]
-        params = dict(config["params"])
-        if device is not None:
-            params["device"] = device
-        elif torch.device(params.get("device", "cpu")).type == "cuda" and not torch.cuda.is_available():
-            warnings.warn(
-                f"the model was saved from device={params['device']!r}, but no GPU is available: "
-                "loading it on 'cpu' (pass device= to choose)", UserWarning, stacklevel=2,
-            )
-            params["device"] = "cpu"
-        est = HTLNetRegressor(**params)
-        est._validate_params()
-        enc = FeatureEncoder(est.categorical_features, est.numeric_encoding, est.n_bins)
-        enc._columns = [_decode_value(c) for c in fitted["columns"]]
-        enc.categorical_mask_ = np.asarray(fitted["categorical_mask"], dtype=bool)
-        enc._cat_cols = [c for c, m in zip(enc._columns, enc.categorical_mask_) if m]
-        enc._num_cols = [c for c, m in zip(enc._columns, enc.categorical_mask_) if not m]
-        enc.vocabularies_ = [
-            pd.Index([_decode_value(v) for v in vocab], dtype=object) for vocab in fitted["vocabularies"]
-        ]
-        enc.cardinalities_ = [len(v) + 2 for v in enc.vocabularies_]
-        enc.mean_ = np.asarray(fitted["mean"], dtype=np.float64)
-        enc.scale_ = np.asarray(fitted["scale"], dtype=np.float64)
-        enc.min_ = np.asarray(fitted["min"], dtype=np.float64)
-        enc.max_ = np.asarray(fitted["max"], dtype=np.float64)
-        enc.bin_edges_ = [np.asarray(e, dtype=np.float64) for e in fitted.get("bin_edges", [[]] * len(enc.mean_))]
-        est._encoder = enc
-        est.n_features_in_ = int(fitted["n_features_in"])
-        if fitted["feature_names_in"] is not None:
-            est.feature_names_in_ = np.asarray(fitted["feature_names_in"], dtype=object)
-        est.target_names_ = [str(n) for n in fitted["target_names"]]
-        est.n_stages_ = len(est.target_names_) - 1
-        est._y_1d = bool(fitted["y_1d"])
-        est.target_transform_ = str(fitted["target_transform"])
-        est.core_loss_ = str(fitted["net_spec"]["criterion"].get("core_loss", "mse"))
-        transform = _CoreTransform(est.target_transform_, est.retransformation, calibrate=est.core_loss_ != "mse")
-        transform.mean = float(fitted["transform"]["mean"])
-        transform.std = float(fitted["transform"]["std"])
-        transform.smearing = float(fitted["transform"]["smearing"])
-        transform.low = float(fitted["transform"]["low"])
-        transform.high = float(fitted["transform"]["high"])
-        for name in ("knots_z", "knots_y"):
-            knots = fitted["transform"][name]
-            setattr(transform, name, None if knots is None else np.asarray(knots, dtype=np.float64))
-        est._core_transform = transform
-        est._net_spec_ = fitted["net_spec"]
-        net = est._make_net(est._net_spec_, seed=0, early=False)
+        est, spec, dropped = schema.check_config(schema.parse_json(members.pop("config.json"), "config.json"))
+        if dropped:
+            notes.append(f"the model file sets {dropped}, which a model file does not carry (a path, skorch "
+                         "settings or callbacks would steer the loaded estimator): reset to None")
+        est.device = device if device is not None else _stored_device(est, notes)
+        weights = members.pop("weights.safetensors")
+        schema.check_weights_header(weights, schema.expected_state(spec))
+        state = load_safetensors(weights)
+        del weights
+        for name, tensor in state.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ModelFileError(f"weights.safetensors {name}: expected finite values")
+        net = est._make_net(spec, seed=0, early=False)
         net.initialize()
-        state = load_safetensors(members["weights.safetensors"])
         net.module_.load_state_dict({k: v.to(net.device) for k, v in state.items()})
+        del state
+        for _, callback in net.callbacks_:  # none from a file (no checkpoint_dir); a loaded net keeps its weights
+            if isinstance(callback, LoadInitState):
+                callback.did_load_ = True
+        est.net_ = net
+        est.history_ = net.history
+        est._built_with = est._params_in_net()
+        _probe(est)
     except ModelFileError:
         raise
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"malformed model file: {type(exc).__name__}: {exc}") from exc
-    for _, callback in net.callbacks_:  # a continued fit starts from these weights, not from checkpoint_dir
-        if isinstance(callback, LoadInitState):
-            callback.did_load_ = True
-    est.net_ = net
-    est.history_ = net.history
-    est._built_with = est._params_in_net()
-    est.n_iter_ = int(fitted["n_iter"])
+    except (MemoryError, torch.cuda.OutOfMemoryError):
+        raise
+    except Exception as exc:  # zipfile's, safetensors' and torch's errors on a malformed file
+        raise ModelFileError(f"malformed model file: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
     return est

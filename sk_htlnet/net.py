@@ -17,14 +17,12 @@ from skorch.utils import TeeGenerator, to_tensor
 from torch import nn
 from torch.nn import functional as F
 
+from .divergence import TrainingDivergedError, find_monitor
+
 __all__ = ["BatchIterator", "FunnelDataset", "FunnelValidSplit", "HybridLoss", "HybridNet",
            "core_loss_width", "core_mean"]
 
 INPUT_KEYS = ("cat", "num", "num_missing")
-
-
-class TrainingDivergedError(FloatingPointError):
-    """Raised when a task's training loss becomes NaN or infinite during ``fit``."""
 
 
 class FunnelDataset(torch.utils.data.Dataset):
@@ -156,10 +154,13 @@ def core_loss_width(core_loss):
     return 3 if core_loss == "ziln" else 1
 
 
+ZILN_MIN_SIGMA = 1e-3  # the floor of the lognormal's sigma (also behind the ZILN loss's lower bound)
+
+
 def ziln_parameters(out):
     """(logit, mu, sigma) of the zero-inflated lognormal from the core head's 3 outputs (..., 3)."""
     logit, mu, raw_sigma = out.unbind(-1)
-    return logit, mu, F.softplus(raw_sigma).clamp(min=1e-3, max=20.0)
+    return logit, mu, F.softplus(raw_sigma).clamp(min=ZILN_MIN_SIGMA, max=20.0)
 
 
 def core_mean(out, core_loss):
@@ -209,6 +210,16 @@ class HybridLoss(nn.Module):
         - "tweedie": the Tweedie negative log-likelihood with log link and power ``p`` (up to terms
           free of the prediction; Jorgensen, 1987): ``-y exp((1 - p) eta) / (1 - p) + exp((2 - p) eta) / (2 - p)``.
     tweedie_power : float in (1, 2), default=1.5
+    core_loss_scale : float, default=1.0
+        Factor of the core's squared error (``core_loss="mse"``): the estimator trains
+        ``target_transform="none"`` on the standardised core z and passes the core's training
+        variance here, so that the loss is the squared error in the target's own units (HTLNet §3's
+        raw MSE) while the network's outputs stay of order 1 (capped at 1e12, see
+        ``core_report_scale``).
+    core_report_scale : float, default=1.0
+        Factor from the optimised core loss to the one the history reports (float64): the core's
+        variance over ``core_loss_scale`` when the cap applies, so the history always holds the
+        squared error in the target's units.
 
     Notes
     -----
@@ -220,12 +231,14 @@ class HybridLoss(nn.Module):
     """
 
     def __init__(self, n_stages, core_scale=1.0, task_weights=None, pos_weight=None, uncertainty=False,
-                 core_loss="mse", tweedie_power=1.5):
+                 core_loss="mse", tweedie_power=1.5, core_loss_scale=1.0, core_report_scale=1.0):
         super().__init__()
         if core_loss not in CORE_LOSSES:
             raise ValueError(f"core_loss must be one of {CORE_LOSSES}, got {core_loss!r}")
         self.core_loss = core_loss
         self.tweedie_power = float(tweedie_power)
+        self.core_loss_scale = float(core_loss_scale)
+        self.core_report_scale = float(core_report_scale)
         self.log_vars = nn.Parameter(torch.zeros(int(n_stages) + 1)) if uncertainty else None
         pos = torch.ones(int(n_stages)) if pos_weight is None else pos_weight
         self.register_buffer("pos_weight", torch.as_tensor(pos, dtype=torch.float32))
@@ -244,7 +257,8 @@ class HybridLoss(nn.Module):
     def core_per_row(self, out, y):
         """Per-row core loss, (batch,), for the core head's outputs ``out`` (batch, m) and labels y."""
         if self.core_loss == "mse":
-            return (out[:, 0] - y) ** 2
+            error = (out[:, 0] - y) ** 2
+            return error if self.core_loss_scale == 1.0 else self.core_loss_scale * error
         if self.core_loss == "ziln":
             logit, mu, sigma = ziln_parameters(out)
             positive = y > 0
@@ -286,6 +300,20 @@ class HybridLoss(nn.Module):
         k = self.n_stages
         outputs = [y_pred[:, t : t + 1] for t in range(k)] + [y_pred[:, k:]]
         return torch.stack([self.task_loss(t, out, y_true, sample_weight) for t, out in enumerate(outputs)])
+
+
+_LARGE_GRADIENT = 1e10
+
+
+def _combine_scaled(strategy, grads):
+    """``strategy.combine(grads)``, computed on ``grads / s`` and scaled back by ``s = max |grads|``
+    when the gradients are so large (a core loss in raw units, ``target_transform="none"``) that
+    their squared norms would overflow float32.  Every strategy is positively homogeneous of degree
+    1 (projections, norm ratios and sums), so this changes nothing but the overflow."""
+    scale = grads.abs().max()
+    if not bool(torch.isfinite(scale)) or float(scale) <= _LARGE_GRADIENT:
+        return strategy.combine(grads)
+    return strategy.combine(grads / scale) * scale
 
 
 class HybridNet(NeuralNet):
@@ -458,8 +486,9 @@ class HybridNet(NeuralNet):
 
     def _record(self, prefix, task_losses):
         values = task_losses.detach().cpu().tolist()
-        for name, value in zip(self.task_names, values):
-            self.history.record_batch(f"{prefix}_loss_{name}", value)
+        report = getattr(self.criterion_, "core_report_scale", 1.0)
+        for t, (name, value) in enumerate(zip(self.task_names, values)):
+            self.history.record_batch(f"{prefix}_loss_{name}", value * report if t == len(values) - 1 else value)
         total = float(np.dot(values, self.criterion_.monitor_weights.cpu().numpy()))
         return torch.as_tensor(total)
 
@@ -494,14 +523,23 @@ class HybridNet(NeuralNet):
         return {"loss": self._record("train", task_losses), "y_pred": y_pred}
 
     def _check_finite(self, task_losses):
+        """Raise :class:`TrainingDivergedError` when a task's batch loss is NaN or infinite; with a
+        :class:`~sk_htlnet.divergence.DivergenceMonitor` among the callbacks (the estimator always
+        adds one) the best weights kept so far are put back first.  Finite blow-ups are the
+        monitor's check, at the end of each epoch."""
         finite = torch.isfinite(task_losses.detach())
         if not bool(finite.all()):
             bad = [name for name, ok in zip(self.task_names, finite.tolist()) if not ok]
             epoch = len(self.history)
+            monitor = find_monitor(self)
+            if monitor is not None:
+                loss = float(task_losses.detach()[self.task_names.index(bad[0])])
+                raise monitor.diverged(self, bad, loss=loss, epoch=epoch, reason="nan")
             raise TrainingDivergedError(
                 f"training diverged at epoch {epoch}: the loss of {bad} became NaN or infinite. "
                 "Lower learning_rate, use target_transform='log1p' or 'standardize' for a core target "
-                "with large values, or check the inputs for extreme values."
+                "with large values, or check the inputs for extreme values.",
+                reason="nan", task=bad[0], tasks=bad, epoch=epoch, learning_rate=float(self.lr),
             )
 
     def _adjusted_backward(self, Xi, yi, strategy):
@@ -532,7 +570,7 @@ class HybridNet(NeuralNet):
         if self.record_gradient_norms:
             for name, norm in zip(self.task_names, task_grads.norm(dim=1).tolist()):
                 self.history.record_batch(f"grad_norm_{name}", norm)
-        module.embedding.set_sparse_grad(rows, strategy.combine(task_grads))
+        module.embedding.set_sparse_grad(rows, _combine_scaled(strategy, task_grads))
         return y_pred, task_losses
 
     def validation_step(self, batch, **fit_params):

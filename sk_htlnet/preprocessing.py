@@ -12,6 +12,7 @@ blow the network up); missing numeric values
 vectorised through pandas hash tables and NumPy: no per-row Python.
 """
 
+import collections.abc
 import numbers
 import os
 import sys
@@ -56,6 +57,41 @@ def _value_kind(value):
     return "str" if isinstance(value, str) else type(value).__name__
 
 
+_LARGE = 1e150  # magnitudes whose squares overflow float64
+
+
+def _standardise(x, mean, scale):
+    """``(x - mean) / scale`` (float64 array), also where the difference of two values near the
+    float64 limit would overflow (then ``x / scale - mean / scale``).  NaN stays NaN."""
+    if max(abs(mean), scale) <= _LARGE:
+        return (x - mean) / scale
+    return x / scale - mean / scale
+
+
+def _hashable(column, function, values):
+    """``function(values)``, with a clear error for a categorical column holding unhashable values
+    (dicts, lists, sets), whose lookup raises a bare TypeError."""
+    try:
+        return function(values)
+    except TypeError as exc:
+        kinds = sorted({type(v).__name__ for v in pd.Series(values).dropna()
+                        if not isinstance(v, collections.abc.Hashable)})
+        raise ValueError(
+            f"categorical column {column!r} holds unhashable values ({', '.join(kinds) or exc}); "
+            "categories must be hashable: str, numbers, bool or tuples of them (convert with .astype(str))"
+        ) from exc
+
+
+def _is_label_of(value, columns):
+    """Whether ``value`` (not a bool) is one of the column labels (False for an unhashable value)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        return value in columns
+    except TypeError:
+        return False
+
+
 def user_stacklevel():
     """The ``stacklevel`` that makes a warning point at the user's line: the first frame outside
     this package, skorch and scikit-learn (for ``warnings.warn`` called by the caller of this)."""
@@ -91,8 +127,9 @@ class FeatureEncoder:
     ----------
     categorical_features : "from_dtype", sequence of str or int, or boolean mask
         "from_dtype": DataFrame columns whose dtype is not numeric or bool (category, string, object)
-        are categorical; for arrays, none are.  Otherwise the names (DataFrame only), indices or
-        boolean mask of the categorical columns.
+        are categorical; for arrays, none are.  Otherwise the labels (DataFrame only, any hashable
+        type; a value that is a label names that column), positions or boolean mask of the
+        categorical columns.
     numeric_encoding : {"linear", "quantile", "piecewise_linear", "periodic"}, default="linear"
         See :class:`~sk_htlnet.modules.SharedEmbedding`.  "quantile" and "piecewise_linear" learn
         ``bin_edges_``; "quantile" turns numeric columns into bucket ids (one id per bucket, id 0
@@ -150,7 +187,9 @@ class FeatureEncoder:
             return np.asarray(spec, dtype=bool)
         mask = np.zeros(n, dtype=bool)
         for s in spec:
-            if isinstance(s, str):
+            if is_frame and _is_label_of(s, frame.columns):  # a label of any hashable type, first
+                mask[frame.columns.get_loc(s)] = True
+            elif isinstance(s, str):
                 if not is_frame or s not in frame.columns:
                     raise ValueError(f"categorical_features names column {s!r}, which is not in X")
                 mask[frame.columns.get_loc(s)] = True
@@ -193,11 +232,11 @@ class FeatureEncoder:
         cols = list(frame.columns)
         self._cat_cols = [c for c, m in zip(cols, self.categorical_mask_) if m]
         self._num_cols = [c for c, m in zip(cols, self.categorical_mask_) if not m]
-        self.vocabularies_ = [_vocabulary(frame[c]) for c in self._cat_cols]
+        self.vocabularies_ = [_hashable(c, _vocabulary, frame[c]) for c in self._cat_cols]
         self.cardinalities_ = [len(v) + 2 for v in self.vocabularies_]
         values = self._numeric_values(frame, self._num_cols)
         m = values.shape[1]
-        self.mean_, var, self.min_, self.max_ = np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m)
+        self.mean_, std, self.min_, self.max_ = np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m)
         self.bin_edges_ = [np.zeros(0)] * m
         levels = np.linspace(0.0, 1.0, int(self.n_bins) + 1)
         for j in range(m):  # one column at a time: temporaries of n values, not n * m
@@ -205,13 +244,22 @@ class FeatureEncoder:
             observed = col[~np.isnan(col)]
             if observed.size == 0:
                 continue
-            self.mean_[j], var[j] = observed.mean(), observed.var()
             self.min_[j], self.max_[j] = observed.min(), observed.max()
+            # values near the float64 limit (1e300) would overflow the squares and differences:
+            # their statistics are taken in units of the largest magnitude
+            unit = max(abs(self.min_[j]), abs(self.max_[j]))
+            unit = unit if unit > _LARGE else 1.0
+            scaled = observed / unit if unit != 1.0 else observed
+            self.mean_[j], std[j] = unit * scaled.mean(), unit * np.sqrt(scaled.var())
             if self.numeric_encoding in ("quantile", "piecewise_linear"):
-                self.bin_edges_[j] = np.unique(np.quantile(observed, levels))
-        scale = np.sqrt(var)
-        self.scale_ = np.where(scale > 0, scale, 1.0)
+                self.bin_edges_[j] = np.unique(unit * np.quantile(scaled, levels))
+        self.scale_ = np.where(std > 0, std, 1.0)
         return self._encode(frame, values)
+
+    @property
+    def columns_(self):
+        """The column labels seen in ``fit``, in order (list; ints 0..p-1 for an array)."""
+        return list(self._columns)
 
     def embedding_spec(self):
         """What :class:`~sk_htlnet.modules.SharedEmbedding` needs: a dict with ``cardinalities``
@@ -223,7 +271,7 @@ class FeatureEncoder:
             cardinalities += [max(len(e) - 1, 1) + 2 for e in self.bin_edges_]
             n_numeric = 0
         elif self.numeric_encoding == "piecewise_linear":
-            edges = [((e - m) / s).tolist() for e, m, s in zip(self.bin_edges_, self.mean_, self.scale_)]
+            edges = [_standardise(e, m, s).tolist() for e, m, s in zip(self.bin_edges_, self.mean_, self.scale_)]
         return {"cardinalities": cardinalities, "n_numeric": n_numeric,
                 "numeric_encoding": self.numeric_encoding, "numeric_edges": edges}
 
@@ -253,7 +301,7 @@ class FeatureEncoder:
                 if present.size and (found < 0).all():
                     _warn_type_mismatch(c, vocab, col.cat.categories[present[0]])
                 continue
-            codes = vocab.get_indexer(_as_object_index(col))
+            codes = _hashable(c, vocab.get_indexer, _as_object_index(col))
             ids = np.where(codes >= 0, codes + 2, OOV_ID)
             missing = pd.isna(col).to_numpy()
             ids[missing] = MISSING_ID
@@ -272,5 +320,5 @@ class FeatureEncoder:
         num = np.empty(values.shape, dtype=np.float32)
         for j in range(values.shape[1]):  # one column at a time: temporaries of n values
             clipped = np.clip(values[:, j], self.min_[j], self.max_[j])
-            num[:, j] = np.where(missing[:, j], 0.0, (clipped - self.mean_[j]) / self.scale_[j])
+            num[:, j] = np.where(missing[:, j], 0.0, _standardise(clipped, self.mean_[j], self.scale_[j]))
         return {"cat": cat, "num": num, "num_missing": missing}

@@ -1,0 +1,150 @@
+"""Issue 14, classes 4-7: inputs just beside the happy path.
+
+Raw-scale core targets (target_transform="none"), column labels of any hashable type matched by
+name, values near the float64 limit, and parameter values that used to be accepted silently.
+Every test goes through the public surface (fit, predict, the error message)."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from _sizes import SMALL_NET
+from sk_htlnet import HTLNetRegressor
+from sk_htlnet.datasets import make_funnel
+from sk_htlnet.metrics import normalized_gini
+
+FAST = dict(**SMALL_NET, max_iter=2, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return make_funnel(600, n_stages=1, n_categorical=1, n_numeric=2, signal=2.0, random_state=0)
+
+
+# ---- class 4: raw-scale targets --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scaled_funnel():
+    return make_funnel(4000, n_stages=1, n_categorical=2, n_numeric=2, signal=1.5, stage_rates=0.5,
+                       random_state=3)
+
+
+@pytest.mark.parametrize("scale", [1e8, 1e12, 1e40])
+def test_raw_squared_error_trains_at_any_scale_of_the_core(scaled_funnel, scale):
+    """The paper's raw MSE (target_transform="none") on amounts around 1e8 and far beyond: the
+    core prediction ranks customers as at scale 1 (it used to be one constant), the stages still
+    learn, and the history holds the squared error in the target's units."""
+    X, Y = scaled_funnel
+    Y = Y.assign(core=Y["core"] * scale)
+    est = HTLNetRegressor(**{**SMALL_NET, "max_iter": 8, "learning_rate": 3e-3}, random_state=0,
+                          target_transform="none").fit(X.iloc[:3000], Y.iloc[:3000])
+    pred = est.predict(X.iloc[3000:])
+    y = Y.iloc[3000:]
+    assert np.unique(pred[:, 1]).size > 100
+    assert normalized_gini(y["core"], pred[:, 1]) > 0.5
+    assert roc_auc_score(y["stage_1"], pred[:, 0]) > 0.65
+    # the history's core loss is a squared error in the core's units: of the order of its variance
+    ratio = est.history_[-1, "train_loss_core"] / Y["core"].iloc[:3000].var()
+    assert 0.05 < ratio < 2
+
+
+def test_raw_scale_limit_is_a_clear_error(scaled_funnel):
+    X, Y = scaled_funnel
+    with pytest.raises(ValueError, match="target_transform='none'.*standard deviation"):
+        HTLNetRegressor(**FAST, target_transform="none").fit(X, Y.assign(core=Y["core"] * 1e200))
+
+
+# ---- class 5: columns matched by name ------------------------------------------------------------
+@pytest.mark.parametrize("labels", [
+    [10, 20, 30],
+    pd.MultiIndex.from_tuples([("a", 1), ("b", 2), ("c", 3)]),
+    ["a", 5, ("t", 1)],
+], ids=["int", "multiindex", "mixed"])
+def test_column_labels_of_any_type_are_matched_by_name(small, labels):
+    X, Y = small
+    X = X.set_axis(labels, axis=1)
+    est = HTLNetRegressor(**FAST).fit(X, Y)
+    np.testing.assert_array_equal(est.predict(X), est.predict(X.copy()))
+    with pytest.raises(ValueError, match="another order"):
+        est.predict(X[X.columns[::-1]])
+    renamed = X.set_axis(list(X.columns[:-1]) + ["other"], axis=1)
+    with pytest.raises(ValueError, match=r"unseen at fit time \['other'\]"):
+        est.predict(renamed)
+
+
+def test_categorical_features_accepts_labels_of_any_type(small):
+    X, Y = small
+    X = X.assign(cat_0=X["cat_0"].astype(int)).set_axis([7, 8, 9], axis=1)  # codes as plain ints
+    as_category = HTLNetRegressor(**FAST, categorical_features=[7]).fit(X, Y)
+    as_number = HTLNetRegressor(**FAST).fit(X, Y)
+    assert not np.allclose(as_category.predict(X), as_number.predict(X))
+
+
+def test_duplicated_target_names_are_refused(small):
+    X, Y = small
+    dup = pd.concat([Y.iloc[:, :1], Y], axis=1)
+    with pytest.raises(ValueError, match=r"y has duplicate column names \['stage_1'\]"):
+        HTLNetRegressor(**FAST).fit(X, dup)
+
+
+# ---- class 6: overflow -----------------------------------------------------------------------------
+@pytest.mark.parametrize("encoding", ["linear", "piecewise_linear", "quantile", "periodic"])
+@pytest.mark.parametrize("magnitude", [1e300, 1.7e308])
+def test_features_near_the_float64_limit_keep_their_information(small, encoding, magnitude):
+    """A column of values near 1e300 used to encode to zero (its variance overflowed), and one of
+    1.7e308 ended in a divergence: now it is standardised like any other and still informs."""
+    X, Y = small
+    big = X.assign(num_0=X["num_0"] / X["num_0"].abs().max() * magnitude)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no overflow anywhere
+        est = HTLNetRegressor(**FAST, numeric_encoding=encoding).fit(big, Y)
+        pred = est.predict(big)
+    same = HTLNetRegressor(**FAST, numeric_encoding=encoding).fit(X, Y).predict(X)
+    np.testing.assert_allclose(pred, same, rtol=1e-3, atol=1e-4)  # the unit does not matter
+
+
+def test_huge_sample_weights_are_taken_relative(small):
+    X, Y = small
+    w = np.ones(len(X))
+    w[:10] = 1e39  # used to overflow the float32 batches: "lower learning_rate"
+    HTLNetRegressor(**FAST).fit(X, Y, sample_weight=w)
+    plain = HTLNetRegressor(**FAST).fit(X, Y).predict(X)
+    uniform = HTLNetRegressor(**FAST).fit(X, Y, sample_weight=np.full(len(X), 1e300)).predict(X)
+    np.testing.assert_allclose(uniform, plain, rtol=1e-5, atol=1e-6)
+
+
+# ---- class 7: accepted oddities --------------------------------------------------------------------
+def test_unhashable_category_values_get_a_clear_error(small):
+    X, Y = small
+    bad = X.assign(cat_0=[{"id": i % 3} for i in range(len(X))])
+    with pytest.raises(ValueError, match="categorical column 'cat_0' holds unhashable values \\(dict\\)"):
+        HTLNetRegressor(**FAST).fit(bad, Y)
+    est = HTLNetRegressor(**FAST).fit(X, Y)
+    with pytest.raises(ValueError, match="'cat_0' holds unhashable values \\(list\\)"):
+        est.predict(X.assign(cat_0=[[1]] * len(X)))
+
+
+@pytest.mark.parametrize("param", ["batch_size", "max_iter", "embedding_dim", "learning_rate", "n_threads"])
+def test_bools_are_not_numbers(small, param):
+    X, Y = small
+    with pytest.raises(ValueError, match=f"{param} must be a number, got True"):
+        HTLNetRegressor(**{**FAST, param: True}).fit(X, Y)
+
+
+@pytest.mark.parametrize("key, owner", [
+    ("max_epochs", "max_iter"), ("lr", "learning_rate"), ("module__n_stages", "architecture"),
+    ("criterion__core_loss", "loss"), ("train_split", "validation_fraction"),
+])
+def test_net_kwargs_cannot_override_the_estimators_own_settings(small, key, owner):
+    X, Y = small
+    with pytest.raises(ValueError, match=f"net_kwargs sets '{key}'.*{owner}"):
+        HTLNetRegressor(**FAST, net_kwargs={key: 0}).fit(X, Y)
+
+
+@pytest.mark.parametrize("fraction", [0.999, 0.9999])
+def test_a_validation_fraction_leaving_no_training_rows_is_named(small, fraction):
+    X, Y = small
+    with pytest.raises(ValueError, match=f"validation_fraction={fraction} holds out"):
+        HTLNetRegressor(**FAST, early_stopping=True, validation_fraction=fraction).fit(X, Y)

@@ -1,0 +1,516 @@
+"""The model file is data (issue 14): ``load_model`` checks every field against a schema before it
+allocates anything, reads a bounded number of bytes, resets settings that would steer later calls
+(``checkpoint_dir``, ``net_kwargs``, ``callbacks``), writes nothing, and lets only ``ModelFileError``
+out for anything about the file; ``save_model`` stores MultiIndex (tuple) and int column labels.
+
+The fuzz tests (hypothesis) mutate a valid file (bytes flipped or cut, with and without recomputed
+digests; JSON fields replaced, deleted or swapped with recomputed digests; random JSON in place of
+a member) and check the property: ``load_model`` returns an estimator whose ``predict`` works on
+rows of the training data, or raises ``ModelFileError``.
+"""
+
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sk_htlnet import HTLNetRegressor
+from sk_htlnet.datasets import make_funnel
+from sk_htlnet.io import ModelFileError, load_model, save_model
+from sk_htlnet.modules import ARCHITECTURES
+
+from _sizes import SMALL_NET
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FAST = dict(SMALL_NET, max_iter=1, random_state=0, n_threads=1)
+# Deterministic by default (250 examples per fuzz test, about 15 s in all); a longer random search:
+# SK_HTLNET_FUZZ_EXAMPLES=5000 pytest tests/test_model_file.py -k fuzz
+_LONG_FUZZ = os.environ.get("SK_HTLNET_FUZZ_EXAMPLES")
+FUZZ = settings(max_examples=int(_LONG_FUZZ or 250), deadline=2000, derandomize=not _LONG_FUZZ,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def funnel():
+    return make_funnel(400, n_stages=2, n_categorical=2, n_numeric=2, stage_rates=0.5, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(funnel):
+    X, Y = funnel
+    return HTLNetRegressor(**FAST).fit(X, Y)
+
+
+@pytest.fixture(scope="module")
+def saved(fitted, tmp_path_factory):
+    """The members of a valid file: {"config": parsed config.json, "weights": bytes, "file": bytes}."""
+    path = tmp_path_factory.mktemp("model") / "m.htlnet"
+    save_model(fitted, path)
+    with zipfile.ZipFile(path) as z:
+        return {"config": json.loads(z.read("config.json")), "weights": z.read("weights.safetensors"),
+                "file": path.read_bytes()}
+
+
+def _write(path, config, weights, manifest=None, digests=True):
+    """A model file from its members (config as a JSON value or bytes), with recomputed digests."""
+    config = config if isinstance(config, bytes) else json.dumps(config).encode()
+    if manifest is None:
+        manifest = json.dumps({
+            "config.json": hashlib.sha256(config).hexdigest() if digests else "0" * 64,
+            "weights.safetensors": hashlib.sha256(weights).hexdigest() if digests else "0" * 64,
+        }).encode()
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("config.json", config)
+        z.writestr("weights.safetensors", weights)
+        z.writestr("manifest.json", manifest)
+    return path
+
+
+def _edited(saved, edit):
+    config = copy.deepcopy(saved["config"])
+    edit(config)
+    return config
+
+
+def _loads_and_predicts_or_refuses(path, X):
+    """The fuzz property.  Returns "refused" or "loaded"; any other exception fails the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            est = load_model(path)
+        except ModelFileError as exc:
+            hypothesis.event(f"refused: {str(exc)[:40]}")
+            return "refused"
+        pred = est.predict(X)
+    assert pred.shape == (len(X), est.n_stages_ + 1) and np.isfinite(pred).all()
+    hypothesis.event("loaded")
+    return "loaded"
+
+
+# ---- settings that would steer later calls --------------------------------------------------------
+def test_paths_and_skorch_settings_in_a_file_are_reset_and_loading_writes_nothing(
+        saved, funnel, tmp_path, monkeypatch):
+    """A file naming a checkpoint folder (relative to the user's cwd) and skorch settings: the old
+    loader created the folder (skorch's Checkpoint makes it when the net is initialised), the next
+    fit or partial_fit of the loaded estimator read or wrote checkpoints there, and ``net_kwargs``
+    reached skorch's internals (here the name of the checkpoint's history file)."""
+    X, Y = funnel
+    cwd = tmp_path / "cwd"
+    (cwd / "planted").mkdir(parents=True)
+    (cwd / "planted" / "params.pt").write_bytes(b"a pickle the author of the file chose")
+    (cwd / "victim.txt").write_text("precious")
+    before = sorted(p.relative_to(cwd) for p in cwd.rglob("*"))
+    monkeypatch.chdir(cwd)
+    for folder in ("planted", "created_by_load"):
+        hostile = _write(tmp_path / "hostile.htlnet", _edited(saved, lambda c: c["params"].update(
+            checkpoint_dir=folder,
+            net_kwargs={"callbacks__checkpoint__f_history": "../victim.txt"},
+            callbacks=["a callback"],
+        )), saved["weights"])
+        with pytest.warns(UserWarning, match=r"sets \['checkpoint_dir', 'net_kwargs', 'callbacks'\].*reset to None"):
+            est = load_model(hostile)
+        assert (est.checkpoint_dir, est.net_kwargs, est.callbacks) == (None, None, None)
+        assert sorted(p.relative_to(cwd) for p in cwd.rglob("*")) == before  # nothing created
+        est.partial_fit(X, Y)
+        est.set_params(max_iter=1).fit(X, Y)  # a fresh fit: no checkpoint read, none written
+        assert sorted(p.relative_to(cwd) for p in cwd.rglob("*")) == before
+        assert (cwd / "victim.txt").read_text() == "precious"
+
+
+def test_save_model_does_not_store_paths_skorch_settings_or_callbacks(funnel, tmp_path):
+    from skorch.callbacks import EpochTimer
+
+    X, Y = funnel
+    est = HTLNetRegressor(**FAST, checkpoint_dir=tmp_path / "ck", net_kwargs={"optimizer__betas": (0.9, 0.99)},
+                          callbacks=[("timer2", EpochTimer())]).fit(X, Y)
+    with pytest.warns(UserWarning, match=r"did not store \['checkpoint_dir', 'net_kwargs', 'callbacks'\]"):
+        save_model(est, tmp_path / "m.htlnet")
+    with zipfile.ZipFile(tmp_path / "m.htlnet") as z:
+        params = json.loads(z.read("config.json"))["params"]
+    assert (params["checkpoint_dir"], params["net_kwargs"], params["callbacks"]) == (None, None, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a file save_model wrote loads without a warning
+        loaded = load_model(tmp_path / "m.htlnet")
+    assert loaded.checkpoint_dir is None and loaded.net_kwargs is None and loaded.callbacks is None
+    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+
+
+def test_numpy_parameter_values_are_stored_as_plain_json(funnel, tmp_path):
+    X, Y = funnel
+    est = HTLNetRegressor(**{**FAST, "tower_units": np.array([16, 8]), "learning_rate": np.float64(0.002),
+                             "batch_size": np.int64(128), "task_weights": np.array([1.0, 1.0, 2.0]),
+                             "random_state": np.int64(3)}).fit(X, Y)
+    save_model(est, tmp_path / "m.htlnet")
+    loaded = load_model(tmp_path / "m.htlnet")
+    assert (loaded.tower_units, loaded.batch_size, loaded.task_weights) == ([16, 8], 128, [1.0, 1.0, 2.0])
+    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+
+
+# ---- sizes declared in the file -----------------------------------------------------------------------
+_PEAK_RSS = textwrap.dedent("""
+    import gc, resource, sys, warnings
+    from sk_htlnet.io import ModelFileError, load_model
+    warnings.simplefilter("ignore")
+
+    def status(key):  # kB, from /proc/self/status
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(key))
+
+    def reset_peak():  # Linux resets the peak RSS (VmHWM) on "5"; else the peak since the start
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return status("VmRSS"), lambda: status("VmHWM")
+        except OSError:
+            usage = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            return usage(), usage
+
+    for path in sys.argv[1:]:
+        gc.collect()
+        before, peak = reset_peak()
+        try:
+            load_model(path)
+            outcome = "loaded"
+        except ModelFileError as exc:
+            outcome = "refused: " + str(exc)[:120]
+        print(path, (peak() - before) // 1024, "MiB", outcome, flush=True)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak memory from /proc")
+def test_small_files_declaring_huge_sizes_are_refused_before_allocating(saved, tmp_path):
+    """Peak memory of a fresh process loading, in turn: the valid file (twice); a 2 GiB embedding table
+    declared by a ~20 KB file (the old loader allocated it); a 64 MiB config.json compressed to
+    ~80 KB (a zip bomb; the old loader inflated and parsed it).  Both are refused, each with a peak
+    of less than 100 MiB above the memory in use before the call."""
+    valid = _write(tmp_path / "valid.htlnet", saved["config"], saved["weights"])
+    huge_table = _write(tmp_path / "huge_table.htlnet", _edited(
+        saved, lambda c: c["fitted"]["net_spec"]["module"].update(cardinalities=[2**27, 22])), saved["weights"])
+    bomb = _write(tmp_path / "bomb.htlnet", json.dumps(saved["config"]).encode() + b" " * (64 << 20),
+                  saved["weights"])
+    assert os.path.getsize(huge_table) < 30_000 and os.path.getsize(bomb) < 200_000
+    out = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(valid), str(valid), str(huge_table), str(bomb)],
+                         capture_output=True, text=True, timeout=300, check=True).stdout.splitlines()
+    print(f"{os.path.getsize(huge_table)} and {os.path.getsize(bomb)} bytes")  # shown with pytest -s
+    print("\n".join(out))  # (the first load of the valid file warms up torch)
+    assert [line.split()[3] for line in out] == ["loaded", "loaded", "refused:", "refused:"]
+    assert "cardinalities" in out[2] and "zip bomb" in out[3]
+    assert all(int(line.split()[1]) < 100 for line in out[2:])
+
+
+def test_max_bytes_bounds_the_file_and_its_decompressed_members(saved, tmp_path):
+    path = _write(tmp_path / "m.htlnet", saved["config"], saved["weights"])
+    size = os.path.getsize(path)
+    with pytest.raises(ModelFileError, match=f"the file has {size} bytes, more than max_bytes={size - 1}"):
+        load_model(path, max_bytes=size - 1)
+    padded = _write(tmp_path / "padded.htlnet", json.dumps(saved["config"]).encode() + b" " * 200_000,
+                    saved["weights"])
+    assert os.path.getsize(padded) < 30_000
+    with pytest.raises(ModelFileError, match="decompresses to more than .* max_bytes=100000"):
+        load_model(padded, max_bytes=100_000)
+    load_model(padded)  # the same file within the default limit
+    for bad in (0, -1, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="max_bytes must be a positive int") as info:
+            load_model(path, max_bytes=bad)
+        assert not isinstance(info.value, ModelFileError)
+
+
+def test_thread_counts_and_sizes_above_the_caps_are_refused(saved, fitted, tmp_path):
+    for name, value in [("n_threads", 10**6), ("embedding_dim", 10**6), ("n_bins", 10**6),
+                        ("n_experts", 10**5), ("tower_units", [16] * 1000), ("tower_units", [10**7])]:
+        path = _write(tmp_path / "m.htlnet", _edited(saved, lambda c: c["params"].update({name: value})),
+                      saved["weights"])
+        with pytest.raises(ModelFileError, match=f"params.{name}: expected"):
+            load_model(path)
+    with pytest.raises(ValueError, match="n_threads"):  # save_model does not write what load_model refuses
+        save_model(copy.deepcopy(fitted).set_params(n_threads=10**6), tmp_path / "m.htlnet")
+
+
+# ---- errors other than ModelFileError -----------------------------------------------------------------
+def test_deeply_nested_json_is_a_model_file_error(saved, tmp_path):
+    deep = b"[" * 100_000 + b"]" * 100_000
+    header = len(deep).to_bytes(8, "little") + deep
+    for name, members in [("config.json", (deep, saved["weights"], None)),
+                          ("manifest.json", (saved["config"], saved["weights"], deep[99_000:-99_000])),
+                          ("weights.safetensors header", (saved["config"], header, None))]:
+        with pytest.raises(ModelFileError, match=f"{name} is not valid JSON: RecursionError"):
+            load_model(_write(tmp_path / "deep.htlnet", *members))
+
+
+@pytest.mark.parametrize("config, weights, match", [
+    (b"[]", None, "config.json: expected a JSON object"),  # the old loader: AttributeError
+    (None, b"not safetensors", "weights.safetensors: .* too short|declares a header"),  # SafetensorError
+    (None, (10**6).to_bytes(8, "little") + b"{}", "declares a header of 1000000 bytes"),
+    (None, (2).to_bytes(8, "little") + b"{}", "tensors .* are missing"),
+    (b'{"format": "sk_htlnet-model", "format": "x"}', None, "repeats the key"),
+    (b"\xff\xfe", None, "config.json is not valid JSON: UnicodeDecodeError"),
+])
+def test_malformed_members_are_model_file_errors(saved, tmp_path, config, weights, match):
+    path = _write(tmp_path / "m.htlnet", saved["config"] if config is None else config,
+                  saved["weights"] if weights is None else weights)
+    with pytest.raises(ModelFileError, match=match):
+        load_model(path)
+
+
+# ---- fields that contradict each other ----------------------------------------------------------------
+def _set(path, value):
+    def edit(config):
+        node = config
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value(node[path[-1]]) if callable(value) else value
+    return edit
+
+
+@pytest.mark.parametrize("edit, match", [
+    (_set(("fitted", "vocabularies", 0), lambda v: v[:-1]), "module.cardinalities: expected"),
+    (_set(("fitted", "vocabularies", 0), lambda v: v + v[:1]), r"vocabularies\[0\]: expected distinct values"),
+    (_set(("fitted", "mean"), lambda v: v[:-1]), "fitted.mean: expected a list of 2 items"),
+    (_set(("fitted", "bin_edges", 0), lambda v: v[::-1]), r"bin_edges\[0\]: expected strictly increasing"),
+    (_set(("fitted", "scale", 0), 0.0), "fitted.scale items: expected finite positive numbers"),
+    (_set(("fitted", "min", 0), 1e9), r"fitted.min\[0\]: expected at most max\[0\]"),
+    (_set(("fitted", "categorical_mask", 2), True), "vocabularies: expected a list of 3 items"),
+    (_set(("fitted", "target_names"), lambda v: ["extra"] + v), "n_stages: expected an int in"),
+    (_set(("fitted", "y_1d"), True), "y_1d: expected false for 3 targets"),
+    (_set(("fitted", "feature_names_in", 0), "other"), "feature_names_in: expected the column labels when"),
+    (_set(("fitted", "n_features_in"), 5), "n_features_in: expected an int in"),
+    (_set(("fitted", "transform", "knots_y"), lambda v: v[:-1]), "knots_y: expected a list of"),
+    (_set(("fitted", "transform", "std"), -1.0), "transform.std: expected a finite positive number"),
+    (_set(("fitted", "transform", "low"), 1e9), "transform.low: expected at most high"),
+    (_set(("fitted", "net_spec", "criterion", "core_loss"), "mse"), "module.core_prior: expected a finite number"),
+    (_set(("fitted", "net_spec", "criterion", "n_stages"), 1), "criterion.n_stages: expected an int in"),
+    (_set(("fitted", "net_spec", "criterion", "task_weights"), [1.0, 2.0]), "criterion.task_weights: expected"),
+    (_set(("fitted", "net_spec", "criterion", "not_a_setting"), 1.0), r"unknown settings \['not_a_setting'\]"),
+    (_set(("fitted", "net_spec", "module", "embedding_dim"), 8), "module.embedding_dim: expected 4"),
+    (_set(("fitted", "net_spec", "module", "tau"), 2.0), "module.tau: expected 1.0"),
+    (_set(("fitted", "net_spec", "module", "numeric_edges", 0), lambda v: v[:-1]), r"numeric_edges\[0\]: expected"),
+    (_set(("fitted", "net_spec", "architecture"), "mmoe"), "architecture: expected one of"),
+    (_set(("params", "numeric_encoding"), "linear"), r"bin_edges\[0\]: expected at most 0 edges"),
+    (_set(("params", "numeric_encoding"), "quantile"), "module.cardinalities: expected"),
+    (_set(("params", "core_loss"), "tweedie"), "criterion.core_loss: expected 'tweedie'"),
+    (_set(("params", "target_transform"), "log1p"), "target_transform: expected 'none' with"),
+    (_set(("params", "device"), "meta"), "params.device: expected a 'cpu' or 'cuda' device"),
+    (_set(("params", "not_a_parameter"), 1), r"unknown parameter\(s\) \['not_a_parameter'\]"),
+    (_set(("params", "learning_rate"), float("inf")), "params.learning_rate: expected finite numbers"),
+    (_set(("params", "batch_size"), True), "params.batch_size: expected a number, not true or false"),
+    (_set(("fitted", "feature_names_in"), None), "feature_names_in: expected the column labels when"),
+    (_set(("fitted", "net_spec", "criterion", "core_scale"), -1.0), "criterion.core_scale: expected a finite positive"),
+])
+def test_contradictory_fields_are_refused_at_load(saved, tmp_path, edit, match):
+    """Each file has valid digests: the old loader loaded most of these, and predict then failed
+    (an index or shape error) or was silently wrong (a flipped scale, a core loss read as another)."""
+    path = _write(tmp_path / "m.htlnet", _edited(saved, edit), saved["weights"])
+    with pytest.raises(ModelFileError, match=match):
+        load_model(path)
+
+
+def test_weights_of_other_shapes_or_not_finite_are_refused(saved, fitted, tmp_path):
+    import torch
+    from safetensors.torch import save as save_safetensors
+
+    state = {k: v.clone() for k, v in fitted.net_.module_.state_dict().items()}
+    name = next(iter(state))
+    for bad, match in [({**state, name: state[name][:-1]}, f"{name}: expected dtype F32 and shape"),
+                       ({**state, name: state[name].double()}, f"{name}: expected dtype F32"),
+                       ({**state, name: torch.full_like(state[name], float("nan"))}, "expected finite values"),
+                       ({k: v for k, v in state.items() if k != name}, "are missing")]:
+        path = _write(tmp_path / "m.htlnet", saved["config"], save_safetensors(bad))
+        with pytest.raises(ModelFileError, match=match):
+            load_model(path)
+
+
+def test_finite_weights_that_overflow_fail_at_load_not_in_predict(saved, fitted, funnel, tmp_path):
+    """Every field agrees, but the net's outputs overflow: the probe prediction refuses the file
+    (the old loader loaded it, and predict raised FloatingPointError on every row)."""
+    from safetensors.torch import save as save_safetensors
+
+    state = {k: v.clone() for k, v in fitted.net_.module_.state_dict().items()}
+    for name, tensor in state.items():  # large activations, then heads of +3e38 and -3e38 in turn, which
+        if name.startswith("towers."):  # sum +inf and -inf to NaN
+            tensor.fill_(100.0)
+        elif name.startswith("heads.") and name.endswith("weight"):
+            tensor[..., 0::2], tensor[..., 1::2] = 3e38, -3e38
+    path = _write(tmp_path / "m.htlnet", saved["config"], save_safetensors(state))
+    with pytest.raises(ModelFileError, match="cannot predict: a probe prediction on 21 rows .* fails with "
+                                             "FloatingPointError: 21 of 21 rows got a non-finite prediction"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_every_architecture_and_encoding_round_trips(funnel, tmp_path, architecture):
+    """The weights' expected shapes come from building each net on the meta device."""
+    X, Y = funnel
+    for encoding, core_loss in [("piecewise_linear", "ziln"), ("quantile", "mse"), ("periodic", "tweedie")]:
+        est = HTLNetRegressor(**FAST, architecture=architecture, numeric_encoding=encoding,
+                              core_loss=core_loss).fit(X, Y)
+        save_model(est, tmp_path / "m.htlnet")
+        np.testing.assert_array_equal(load_model(tmp_path / "m.htlnet").predict(X), est.predict(X))
+
+
+# ---- column labels ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("labels", [
+    lambda n: pd.MultiIndex.from_tuples([("group", i, f"c{i}") for i in range(n)]),
+    lambda n: pd.Index([10 + 3 * i for i in range(n)]),
+])
+def test_multiindex_and_int_column_labels_round_trip(funnel, tmp_path, labels):
+    X, Y = funnel
+    X = X.set_axis(labels(X.shape[1]), axis=1)
+    est = HTLNetRegressor(**FAST).fit(X, Y)
+    save_model(est, tmp_path / "m.htlnet")
+    loaded = load_model(tmp_path / "m.htlnet")
+    assert loaded._encoder._columns == est._encoder._columns
+    assert [type(c) for c in loaded._encoder._columns] == [type(c) for c in est._encoder._columns]
+    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+
+
+def test_a_model_fitted_on_an_array_round_trips(funnel, tmp_path):
+    X, Y = funnel
+    values = X.to_numpy(dtype=object)
+    est = HTLNetRegressor(**FAST, categorical_features=[0, 1]).fit(values, Y.to_numpy())
+    save_model(est, tmp_path / "m.htlnet")
+    loaded = load_model(tmp_path / "m.htlnet")
+    assert not hasattr(loaded, "feature_names_in_") and loaded._encoder._columns == [0, 1, 2, 3]
+    np.testing.assert_array_equal(loaded.predict(values), est.predict(values))
+
+
+def test_a_column_label_the_file_cannot_store_is_a_clear_error(funnel, tmp_path):
+    X, Y = funnel
+    est = HTLNetRegressor(**FAST).fit(X.set_axis(pd.Index([("a", ("nested", i)) for i in range(X.shape[1])],
+                                                          tupleize_cols=False), axis=1), Y)
+    with pytest.raises(ValueError, match="nests tuples"):
+        save_model(est, tmp_path / "m.htlnet")
+
+
+# ---- fuzzing --------------------------------------------------------------------------------------------
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=10,
+)
+_SPECIAL = st.sampled_from([0, -1, 1, 2, 10**6, 2**31, 2**63, -2**63, 10**400, 0.0, -0.0, 1e-300, 1e300,
+                            float("nan"), float("inf"), -float("inf"), True, False, None, "", "x", [], {}])
+
+
+def _paths(node, prefix=()):
+    if prefix:
+        yield prefix
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in children:
+        yield from _paths(child, prefix + (key,))
+
+
+def _get(node, path):
+    """The node at path; KeyError where an earlier mutation removed it or changed its parent's type."""
+    for key in path:
+        if not (isinstance(node, dict) and key in node or isinstance(node, list) and type(key) is int
+                and 0 <= key < len(node)):
+            raise KeyError(path)
+        node = node[key]
+    return node
+
+
+def _mutate(config, data):
+    """Replace, delete or swap fields of a copy of config (drawn from ``data``)."""
+    config = copy.deepcopy(config)
+    paths = list(_paths(config))
+    for _ in range(data.draw(st.integers(1, 3), label="n_mutations")):
+        path = data.draw(st.sampled_from(paths), label="path")
+        try:
+            parent = _get(config, path[:-1])
+            _get(config, path)
+        except KeyError:
+            continue
+        op = data.draw(st.sampled_from(["replace", "special", "delete", "swap", "duplicate"]), label="op")
+        if op == "delete":
+            del parent[path[-1]]
+        elif op == "swap":
+            other = data.draw(st.sampled_from(paths), label="other")
+            try:
+                other_parent, other_value = _get(config, other[:-1]), _get(config, other)
+            except KeyError:
+                continue
+            if other[:len(path)] == path or path[:len(other)] == other:
+                continue
+            parent[path[-1]], other_parent[other[-1]] = copy.deepcopy(other_value), copy.deepcopy(parent[path[-1]])
+        elif op == "duplicate" and isinstance(parent, list):
+            parent.insert(path[-1], copy.deepcopy(parent[path[-1]]))
+        else:
+            parent[path[-1]] = data.draw(_JSON if op == "replace" else _SPECIAL, label="value")
+    return config
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_fields_replaced_deleted_or_swapped_with_recomputed_digests(saved, funnel, tmp_path, data):
+    config = _mutate(saved["config"], data)
+    path = _write(tmp_path / "m.htlnet", json.dumps(config).encode(), saved["weights"])
+    _loads_and_predicts_or_refuses(path, funnel[0].iloc[:50])
+
+
+@FUZZ
+@given(member=st.sampled_from(["config", "weights"]),
+       flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=4),
+       cut=st.none() | st.floats(0, 1, exclude_max=True), digests=st.booleans())
+def test_fuzz_member_bytes_flipped_or_cut(saved, funnel, tmp_path, member, flips, cut, digests):
+    config, weights = json.dumps(saved["config"]).encode(), saved["weights"]
+    target = bytearray(config if member == "config" else weights)
+    for where, xor in flips:
+        target[int(where * len(target))] ^= xor
+    if cut is not None:
+        target = target[: int(cut * len(target))]
+    config, weights = (bytes(target), weights) if member == "config" else (config, bytes(target))
+    path = _write(tmp_path / "m.htlnet", config, weights, digests=digests)
+    outcome = _loads_and_predicts_or_refuses(path, funnel[0].iloc[:50])
+    assert digests or outcome == "refused"
+
+
+@FUZZ
+@given(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), max_size=4),
+       cut=st.none() | st.floats(0, 1, exclude_max=True))
+def test_fuzz_file_bytes_flipped_or_cut(saved, funnel, tmp_path, flips, cut):
+    data = bytearray(saved["file"])
+    for where, xor in flips:
+        data[int(where * len(data))] ^= xor
+    if cut is not None:
+        data = data[: int(cut * len(data))]
+    path = tmp_path / "m.htlnet"
+    path.write_bytes(bytes(data))
+    _loads_and_predicts_or_refuses(path, funnel[0].iloc[:50])  # a flipped timestamp still loads
+
+
+@FUZZ
+@given(member=st.sampled_from(["config.json", "manifest.json", "header"]), value=_JSON)
+def test_fuzz_random_json_in_place_of_a_member(saved, funnel, tmp_path, member, value):
+    text = json.dumps(value).encode()
+    config, weights, manifest = saved["config"], saved["weights"], None
+    if member == "config.json":
+        config = text
+    elif member == "manifest.json":
+        manifest = text
+    else:
+        weights = len(text).to_bytes(8, "little") + text + weights[8 + int.from_bytes(weights[:8], "little"):]
+    path = _write(tmp_path / "m.htlnet", config, weights, manifest)
+    assert _loads_and_predicts_or_refuses(path, funnel[0].iloc[:50]) == "refused"
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_weights_header_fields_with_recomputed_digests(saved, funnel, tmp_path, data):
+    weights = saved["weights"]
+    size = int.from_bytes(weights[:8], "little")
+    header = _mutate(json.loads(weights[8:8 + size]), data)
+    text = json.dumps(header).encode()
+    path = _write(tmp_path / "m.htlnet", saved["config"], len(text).to_bytes(8, "little") + text + weights[8 + size:])
+    _loads_and_predicts_or_refuses(path, funnel[0].iloc[:50])
