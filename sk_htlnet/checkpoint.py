@@ -7,8 +7,9 @@ callbacks defined here and holds the folder's lock while it trains:
   *generation* of files named after the epoch count (``params-000003.pt``, ``optimizer-000003.pt``,
   ``embedding_optimizer-000003.pt`` with ``sparse_updates``, ``history-000003.json``), each to a
   temporary file in the folder that is flushed to disk (``fsync``) and then renamed into place
-  (``os.replace``); then ``manifest.json`` the same way, with the SHA-256 digest of every file and a
-  fingerprint of the net's settings; then deletes the files of older generations.  A process killed
+  (``os.replace``); then ``manifest.json`` the same way, with the SHA-256 digest of every file and
+  the fit's fingerprint (``settings``: the estimator passes the net's spec, its parameters and a
+  digest of the training data, :func:`data_digest`); then deletes the files of older generations.  A process killed
   at any instant (``kill -9``, a power cut after the folder is flushed) leaves a manifest that
   names a complete generation, or no manifest at all if its first epoch never finished.
 - :class:`VerifiedLoadInitState` (a ``skorch.callbacks.LoadInitState``) resumes from the folder
@@ -17,12 +18,20 @@ callbacks defined here and holds the folder's lock while it trains:
   ``net.load_params`` (``torch.load`` with ``weights_only=True``), and then checks that the weights
   and optimiser state now in the net are the tensors of the files.  Any failure refuses with
   :class:`CheckpointError` (a ``ValueError``) naming ``checkpoint_dir`` and what to do; nothing
-  resumes half-way.  A folder without ``manifest.json`` (and without files of the unverified
-  ``params.pt`` layout) holds no complete checkpoint: training starts afresh there.
+  resumes half-way.  A folder without ``manifest.json`` that holds files of an epoch after the
+  first (``params-000002.pt``, ...) lost its manifest: refused too.  A folder without a manifest
+  that holds nothing, or only files of epoch 1 (what a fit killed while writing its first epoch
+  leaves) holds no complete checkpoint: training starts afresh there, and those files are replaced.
+  Files of the unverified ``params.pt`` layout without a manifest are refused.
 - :func:`checkpoint_lock` holds an OS file lock (``checkpoint.lock`` in the folder, through the
   ``filelock`` package) for the duration of a fit, so that a second fit on the same folder is
   refused instead of overwriting the first one's files.  The operating system releases the lock
-  when its holder dies, so a killed fit leaves no stale lock.
+  when its holder dies, so a killed fit leaves no stale lock.  Before writing each epoch,
+  :class:`AtomicCheckpoint` checks that the folder and the lock file are still the ones locked (the
+  same device and inode): a folder removed or replaced during the fit stops it with an ``OSError``
+  instead of being recreated without its lock.
+
+A ``~`` at the start of a folder's path is the user's home folder (``os.path.expanduser``).
 
 The digests detect damaged, truncated and swapped files; they are not a signature (anyone able to
 write to the folder can recompute them).
@@ -36,6 +45,7 @@ import json
 import os
 import re
 import secrets
+import threading
 
 import torch
 from filelock import FileLock, Timeout
@@ -44,7 +54,7 @@ from skorch.utils import noop
 
 __all__ = [
     "AtomicCheckpoint", "CheckpointError", "VerifiedLoadInitState", "checkpoint_folder", "checkpoint_lock",
-    "read_manifest",
+    "data_digest", "read_manifest",
 ]
 
 FORMAT = "sk_htlnet-checkpoint"
@@ -55,12 +65,16 @@ _MAX_MANIFEST_BYTES = 16 * 2**20  # a manifest holds digests and the net's setti
 # artefact -> file extension; "params" and "optimizer" are skorch's names, "history" its JSON file
 _EXTENSIONS = {"params": ".pt", "optimizer": ".pt", "embedding_optimizer": ".pt", "history": ".json"}
 _REQUIRED = ("params", "optimizer", "history")
-_GENERATION_FILE = re.compile(r"^(params|optimizer|embedding_optimizer|history)-\d{6,}\.(pt|json)$")
+_GENERATION_FILE = re.compile(r"^(params|optimizer|embedding_optimizer|history)-(\d{6,})\.(pt|json)$")
 _TEMPORARY_FILE = re.compile(r"^\.(params|optimizer|embedding_optimizer|history|manifest)[-.].*\.tmp$")
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _LEGACY_FILES = ("params.pt", "optimizer.pt", "embedding_optimizer.pt", "history.json")
 _REMEDY = "Remove the folder or pass another checkpoint_dir."
+_HASH_CHUNK_BYTES = 16 * 2**20
+# folders whose lock this process holds (checkpoint_lock): absolute path -> (folder, lock file) identities
+_HELD = {}
+_HELD_GUARD = threading.Lock()
 
 
 class CheckpointError(ValueError):
@@ -79,6 +93,73 @@ def _short(value, limit=60):
 def _canonical(value):
     """JSON text of a settings value, keys sorted (tuples and lists alike)."""
     return json.dumps(value, sort_keys=True)
+
+
+def _expand(folder):
+    """A folder's path as a str, ``~`` expanded."""
+    return os.path.expanduser(os.fspath(folder))
+
+
+def _identity(path):
+    """``(st_dev, st_ino)`` of a path (following links)."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _hash_array(digest, array):
+    """Feed an array's dtype, shape and bytes (C order) to ``digest``, some rows at a time."""
+    array = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array
+    digest.update(f"{array.dtype.str}{tuple(array.shape)}".encode())
+    if array.size == 0:
+        return
+    if array.ndim == 0:
+        digest.update(array.tobytes())
+        return
+    rows = max(1, _HASH_CHUNK_BYTES // max(1, array[:1].nbytes))
+    for start in range(0, array.shape[0], rows):
+        chunk = array[start:start + rows]
+        if not chunk.flags.c_contiguous:
+            chunk = chunk.copy(order="C")
+        digest.update(memoryview(chunk).cast("B"))
+
+
+def _label(value):
+    """Text of a label or category value that tells apart values of other types ("1" and 1)."""
+    if isinstance(value, tuple):
+        return "(" + ",".join(_label(v) for v in value) + ")"
+    return f"{type(value).__module__}.{type(value).__qualname__}:{value!r}"
+
+
+def data_digest(arrays, labels=()):
+    """SHA-256 (hex) of training data: arrays' dtypes, shapes and bytes, then labels as text.
+
+    Parameters
+    ----------
+    arrays : sequence of (str, array or tensor or None)
+        Named arrays (the encoded data set's tensors, the raw targets, the encoder's statistics),
+        hashed in order, 16 MiB at a time (no copy of a C-contiguous array); None marks an absent
+        one.
+    labels : sequence of (str, sequence)
+        Named sequences of values (column labels, category vocabularies), hashed by type and
+        ``repr``, so that renamed categories with the same ids differ.
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
+    digest = hashlib.sha256(b"sk_htlnet-data-1")
+    for name, array in arrays:
+        digest.update(f"\0array:{name}:".encode())
+        if array is None:
+            digest.update(b"None")
+        else:
+            _hash_array(digest, array)
+    for name, values in labels:
+        digest.update(f"\0labels:{name}:{len(values)}:".encode())
+        for value in values:
+            digest.update(_label(value).encode("utf-8", "backslashreplace") + b"\0")
+    return digest.hexdigest()
 
 
 def _fsync_folder(folder):
@@ -136,9 +217,10 @@ class AtomicCheckpoint(Checkpoint):
     dirname : str
         The checkpoint folder (created if missing).
     settings : dict, default=None
-        JSON-able fingerprint of the net's settings (the estimator's ``_net_spec_``: sizes, encoding,
-        priors); a checkpoint resumes only into a net with equal settings.  None stores and checks
-        nothing.
+        JSON-able fingerprint of the fit (the estimator passes its ``_net_spec_``, sizes, encoding
+        and priors, plus ``"params"``, its parameters but those a resumed fit may change, and
+        ``"data"``, the :func:`data_digest` of the training data and the number of rows); a
+        checkpoint resumes only into a net with equal settings.  None stores and checks nothing.
     embedding_optimizer : bool, default=False
         Whether the net has a second optimiser ``embedding_optimizer_`` to save (``sparse_updates``).
     sink : callable, default=skorch.utils.noop
@@ -147,8 +229,10 @@ class AtomicCheckpoint(Checkpoint):
     Raises
     ------
     OSError
-        From training, when an epoch's files cannot be written (disk full, folder removed); the
-        message names the folder, which still holds the last complete checkpoint.
+        From training, when an epoch's files cannot be written (disk full): the message names the
+        folder, which still holds the last complete checkpoint; or when the folder (or its lock
+        file) held by :func:`checkpoint_lock` was removed or replaced during the fit: the message
+        says so, and nothing is written.
     """
 
     def __init__(self, dirname, settings=None, embedding_optimizer=False, sink=noop):
@@ -160,7 +244,7 @@ class AtomicCheckpoint(Checkpoint):
         super().__init__(
             monitor=None, f_params="params-{last_epoch[epoch]:06d}.pt",
             f_optimizer="optimizer-{last_epoch[epoch]:06d}.pt", f_criterion=None,
-            f_history="history-{last_epoch[epoch]:06d}.json", f_pickle=None, dirname=str(dirname),
+            f_history="history-{last_epoch[epoch]:06d}.json", f_pickle=None, dirname=_expand(dirname),
             sink=sink, **extra,
         )
 
@@ -205,13 +289,20 @@ class AtomicCheckpoint(Checkpoint):
         Raises
         ------
         OSError
-            If a file cannot be written; the manifest then still names the previous generation.
+            If a file cannot be written; the manifest then still names the previous generation.  If
+            this process holds the folder's lock (:func:`checkpoint_lock`) and the folder or its
+            lock file is gone or is another one (removed or replaced during the fit): nothing is
+            written.
         """
         folder = self.dirname
         epochs = len(net.history)
         artefacts = {}
+        held = _HELD.get(os.path.abspath(folder))
+        if held is None:
+            os.makedirs(folder, exist_ok=True)  # used without the lock: create the folder as needed
+        else:
+            _check_still_held(folder, held, epochs)
         try:
-            os.makedirs(folder, exist_ok=True)
             for artefact in self.artefacts():
                 name = self.file_name(artefact, epochs)
                 digest = _write_atomically(
@@ -231,6 +322,10 @@ class AtomicCheckpoint(Checkpoint):
 
             _write_atomically(folder, MANIFEST, write_manifest)
         except OSError as exc:
+            if held is not None:
+                _check_still_held(folder, held, epochs)  # removed or replaced while writing
+            elif not os.path.isdir(folder):
+                raise _replaced(folder, epochs, "it is no longer a folder", exc.errno) from exc
             raise OSError(
                 exc.errno, f"checkpoint_dir={folder!r}: writing the checkpoint of epoch {epochs} failed "
                 f"({exc}); the folder still holds the last complete checkpoint, which a later fit resumes"
@@ -240,6 +335,31 @@ class AtomicCheckpoint(Checkpoint):
             if (_GENERATION_FILE.match(name) and name not in keep) or _TEMPORARY_FILE.match(name):
                 with contextlib.suppress(OSError):
                     os.remove(os.path.join(folder, name))
+
+
+def _replaced(folder, epochs, what, code=errno.ENOENT):
+    return OSError(
+        code, f"checkpoint_dir={folder!r} was removed or replaced during the fit ({what}): the checkpoint of "
+        f"epoch {epochs} is not written, and this fit no longer holds the folder's lock; start the fit again"
+    )
+
+
+def _check_still_held(folder, held, epochs):
+    """Raise OSError unless ``folder`` and its lock file are the ones locked (device and inode)."""
+    folder_id, lock_id = held
+    if not os.path.lexists(folder):
+        raise _replaced(folder, epochs, "it no longer exists")
+    if not os.path.isdir(folder):
+        raise _replaced(folder, epochs, "it is no longer a folder", errno.ENOTDIR)
+    try:
+        same_folder = _identity(folder) == folder_id
+        same_lock = _identity(os.path.join(folder, LOCK)) == lock_id
+    except FileNotFoundError:
+        same_folder = same_lock = False
+    if not same_folder:
+        raise _replaced(folder, epochs, "it is another folder than the one locked", errno.ESTALE)
+    if not same_lock:
+        raise _replaced(folder, epochs, f"its {LOCK} was removed or replaced", errno.ESTALE)
 
 
 def read_manifest(folder):
@@ -290,7 +410,8 @@ def read_manifest(folder):
         return _refuse(folder, f"holds a {MANIFEST} with {what}: the file is damaged or not an "
                                "sk_htlnet checkpoint")
 
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+    version = manifest.get("version")
+    if manifest.get("format") != FORMAT or type(version) is not int or version != VERSION:  # not True
         raise _refuse(folder, f"holds a {MANIFEST} of format {_short(manifest.get('format'))} version "
                               f"{_short(manifest.get('version'))}, not {FORMAT!r} version {VERSION}: "
                               "written by another program or another version of sk_htlnet")
@@ -343,6 +464,37 @@ def _setting_differences(saved, current, limit=3):
     return found
 
 
+def _fit_differences(saved, current):
+    """What differs between two fingerprints, causes first: the parameters (``params.NAME``), then
+    the training data, then (only when those are equal) the net's settings derived from them."""
+    if not (isinstance(current, dict) and "params" in current):
+        return f"its settings differ in {'; '.join(_setting_differences(saved, current))}"
+    saved = saved if isinstance(saved, dict) else {}
+    if "params" not in saved:
+        return ("it does not record the parameters and data of its fit (written by an earlier sk_htlnet or "
+                "another program)")
+    clauses = []
+    params = _setting_differences({"params": saved.get("params")}, {"params": current["params"]})
+    if params:
+        clauses.append(f"its settings differ in {'; '.join(params)}")
+    a, b = saved.get("data"), current.get("data")
+    if _canonical(a) != _canonical(b):
+        def digest(d):
+            return str(d.get("sha256"))[:12] + "..." if isinstance(d, dict) else _short(d)
+
+        def rows(d):
+            return d.get("rows") if isinstance(d, dict) else None
+
+        count = f"; rows: checkpoint {rows(a)}, this fit {rows(b)}" if rows(a) != rows(b) else ""
+        clauses.append(f"the training data differ (SHA-256 of the encoded data, vocabularies and column labels: "
+                       f"checkpoint {digest(a)}, this fit {digest(b)}{count})")
+    if not clauses:  # the same parameters and data, yet other settings: another version's net spec
+        def rest(d):
+            return {k: v for k, v in d.items() if k not in ("params", "data")}
+        clauses.append(f"its settings differ in {'; '.join(_setting_differences(rest(saved), rest(current)))}")
+    return "; and ".join(clauses)
+
+
 def _same_state(a, b):
     """Whether two state dicts (nested dicts, lists and tensors) hold equal values: tensors of the
     same dtype, shape and values (compared on the CPU), other values by equality."""
@@ -374,8 +526,10 @@ class VerifiedLoadInitState(LoadInitState):
 
     Consulted once per net (skorch's ``did_load_``, reset by ``initialize``;
     :func:`~sk_htlnet.io.load_model` sets it, so that a loaded model keeps its own weights).  When
-    training begins it reads the folder's manifest (:func:`read_manifest`); without one it does
-    nothing (no complete checkpoint: training starts afresh).  Otherwise it checks, in order, that
+    training begins it reads the folder's manifest (:func:`read_manifest`); without one it refuses
+    if the folder holds files of an epoch after the first (a lost manifest), and otherwise does
+    nothing (nothing, or only a first epoch's files, which a fit killed in its first epoch leaves: no
+    complete checkpoint, training starts afresh).  Otherwise it checks, in order, that
     the checkpoint has the files this net needs (the embedding optimiser's state exactly when the
     net has ``embedding_optimizer_``), that its settings equal the checkpoint callback's
     ``settings``, that every file exists and matches its SHA-256 digest, and only then parses the
@@ -393,9 +547,9 @@ class VerifiedLoadInitState(LoadInitState):
     Raises
     ------
     CheckpointError
-        From training, if the folder holds a checkpoint that fails any of these checks, or files
-        of the unverified ``params.pt`` layout without a manifest; the message names
-        ``checkpoint_dir`` and what to do.
+        From training, if the folder holds a checkpoint that fails any of these checks, files of
+        an epoch after the first without a manifest, or files of the unverified ``params.pt``
+        layout without a manifest; the message names ``checkpoint_dir`` and what to do.
     """
 
     def __init__(self, checkpoint):
@@ -428,7 +582,14 @@ class VerifiedLoadInitState(LoadInitState):
             if legacy:
                 raise _refuse(folder, f"holds {legacy} without a {MANIFEST}: a checkpoint of an earlier "
                                       "layout, which cannot be verified")
-            return
+            orphans = _later_generation_files(folder)
+            if orphans:
+                epochs = max(epoch for _, epoch in orphans)
+                names = sorted(name for name, epoch in orphans if epoch == epochs)
+                raise _refuse(folder, f"holds files of epoch {epochs} ({', '.join(names)}) but no {MANIFEST}: "
+                                      "the manifest of a checkpoint was deleted or lost (a fit writes it "
+                                      "after every epoch), so the files cannot be verified or resumed")
+            return  # nothing, or only first-epoch files (a fit killed in its first epoch): start afresh
         self._check_contents(net, folder, manifest)
         blobs = self._verified_files(folder, manifest)
         self._load(net, folder, manifest, blobs)
@@ -456,11 +617,11 @@ class VerifiedLoadInitState(LoadInitState):
         if settings is None:
             return
         current = json.loads(_canonical(settings))
-        if manifest["settings"] is None or _canonical(manifest["settings"]) != _canonical(current):
-            differences = _setting_differences(manifest["settings"], current)
-            raise _refuse(folder, "holds a checkpoint of another model or other data: its settings differ in "
-                                  f"{'; '.join(differences)}. A checkpoint resumes only the fit that wrote "
-                                  "it (the same data and parameters)")
+        saved = manifest["settings"]
+        if saved is None or _canonical(saved) != _canonical(current):
+            raise _refuse(folder, f"holds a checkpoint of another model or other data: "
+                                  f"{_fit_differences(saved, current)}. A checkpoint resumes only the fit that "
+                                  "wrote it (the same data and parameters)")
 
     def _verified_files(self, folder, manifest):
         """The bytes of every listed file, each checked against its digest."""
@@ -506,6 +667,16 @@ class VerifiedLoadInitState(LoadInitState):
                                       f"the net's {attribute} differs from it: the checkpoint did not resume")
 
 
+def _later_generation_files(folder):
+    """``(name, epoch)`` of the generation files of epochs after the first in ``folder``."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    found = [(name, int(m.group(2))) for name in names for m in [_GENERATION_FILE.match(name)] if m]
+    return [(name, epoch) for name, epoch in found if epoch >= 2]
+
+
 def checkpoint_folder(net):
     """The folder of a net's :class:`AtomicCheckpoint` callback.
 
@@ -526,6 +697,25 @@ def checkpoint_folder(net):
     return None
 
 
+def _pin(folder, path):
+    """The identities of a locked folder and its lock file, and descriptors held open on them, so
+    that neither inode can be reused by a file created after they are removed (where the platform
+    can open a folder; else the identities alone)."""
+    pins = []
+    try:
+        for target in (folder, path):
+            with contextlib.suppress(OSError):
+                pins.append(os.open(target, os.O_RDONLY))
+        held = (_identity(folder), _identity(path))
+        if len(pins) == 2:  # the inodes of the open files, had either been replaced since
+            held = tuple((st.st_dev, st.st_ino) for st in map(os.fstat, pins))
+        return held, pins
+    except BaseException:
+        for fd in pins:
+            os.close(fd)
+        raise
+
+
 @contextlib.contextmanager
 def checkpoint_lock(folder):
     """Hold the lock of a checkpoint folder, or refuse at once if another holder has it.
@@ -533,12 +723,14 @@ def checkpoint_lock(folder):
     The lock is an OS file lock (``flock`` on POSIX, through the ``filelock`` package) on
     ``folder/checkpoint.lock``: it excludes other processes and other lock objects of the same
     process, and the operating system releases it when the holder exits or is killed.  The lock
-    file itself stays in the folder.
+    file itself stays in the folder.  While it is held, the identities (device, inode) of the folder
+    and the lock file are recorded, so that :class:`AtomicCheckpoint` can refuse to write into a
+    folder removed or replaced since.
 
     Parameters
     ----------
     folder : str, path-like or None
-        The checkpoint folder (created if missing); None locks nothing.
+        The checkpoint folder (created if missing; ``~`` expanded); None locks nothing.
 
     Yields
     ------
@@ -553,12 +745,17 @@ def checkpoint_lock(folder):
     if folder is None:
         yield
         return
-    folder = str(folder)
+    folder = _expand(folder)
     path = os.path.join(folder, LOCK)
     lock = FileLock(path, timeout=0)
     try:
         os.makedirs(folder, exist_ok=True)
         lock.acquire()
+        try:
+            held, pins = _pin(folder, path)
+        except OSError:
+            lock.release()
+            raise
     except Timeout:
         raise CheckpointError(
             f"checkpoint_dir={folder!r} is in use by another fit (lock {path!r}): wait for it to end, or "
@@ -566,7 +763,16 @@ def checkpoint_lock(folder):
         ) from None
     except OSError as exc:
         raise CheckpointError(f"checkpoint_dir={folder!r} cannot be locked for writing ({exc})") from None
+    key = os.path.abspath(folder)
+    with _HELD_GUARD:
+        _HELD[key] = held
     try:
         yield
     finally:
-        lock.release()
+        with _HELD_GUARD:
+            if _HELD.get(key) == held:
+                del _HELD[key]
+        for fd in pins:
+            os.close(fd)
+        with contextlib.suppress(OSError):  # a lock file removed with its folder
+            lock.release()

@@ -4,6 +4,7 @@ import contextlib
 import copy
 import numbers
 import os
+import re
 import warnings
 
 import numpy as np
@@ -17,22 +18,53 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 from skorch.callbacks import Callback, EarlyStopping
 
-from .checkpoint import AtomicCheckpoint, VerifiedLoadInitState, checkpoint_folder, checkpoint_lock
+from .checkpoint import (
+    AtomicCheckpoint, VerifiedLoadInitState, checkpoint_folder, checkpoint_lock, data_digest,
+)
 from .gradient import GRADIENT_ADJUSTMENTS, get_strategy
 from .modules import ARCHITECTURES
 from .modules.embedding import NUMERIC_ENCODINGS
-from .divergence import DivergenceMonitor, TrainingDivergedError, find_monitor
+from .divergence import DivergenceMonitor, TrainingDivergedError, dead_network_error, find_monitor
 from .net import CORE_LOSSES, FunnelDataset, FunnelValidSplit, HybridLoss, HybridNet, core_mean
-from .preprocessing import FeatureEncoder, user_stacklevel
+from .preprocessing import FeatureEncoder, mean_and_std, standardise, user_stacklevel
 
 _EPS_RATE = 1e-4
 _CALIBRATION_ROWS = 200_000  # training rows the retransformation is fitted on, at most
+_ALIVE_ROWS = 10_000  # training rows the dead-network check forwards when the retransformation does not
 # target_transform="none": the factor of the optimised core MSE on z is the core's variance up to this
 # cap (Adam's second moments and the gradient rule's squared norms stay within float32); beyond it the
 # stages' share of the shared embedding's gradient is already below float32's resolution (1e-12 of the
 # core's), so the capped and the raw objective train alike.  The history reports the raw squared error.
 _MAX_CORE_LOSS_SCALE = 1e12
 _MAX_RAW_STD = 1e150  # its square must be a float64
+
+
+# parameters a resumed checkpoint may change: the rest are in its fingerprint (checkpoint_fingerprint)
+_RESUMABLE_PARAMS = ("max_iter", "n_threads", "verbose", "learning_rate", "weight_decay", "warm_start",
+                     "checkpoint_dir", "callbacks", "device")
+
+
+def _json_safe(value):
+    """A parameter value as JSON data, equal for equal values: numbers, str, bool and None as they
+    are (non-finite floats as text), arrays and tuples as lists, dicts with str keys, classes and
+    functions by qualified name, anything else by repr without memory addresses."""
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    if isinstance(value, float):
+        return value if np.isfinite(value) else repr(value)
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, torch.device):
+        return str(value)
+    if isinstance(value, type) or callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
 
 
 def _same_value(a, b):
@@ -62,12 +94,22 @@ _NET_KWARG_OWNERS = {
     "train_split": "early_stopping and validation_fraction", "callbacks": "callbacks",
     "seed": "random_state", "sparse_updates": "sparse_updates", "task_names": "the targets' names",
     "gradient_strategy": "gradient_adjustment and its settings", "module": "the architecture parameters",
-    "criterion": "the target and loss parameters", "dataset": "X and y",
+    "criterion": "the target and loss parameters", "dataset": "X and y", "optimizer__lr": "learning_rate",
+    "iterator_train": "batch_size (the net slices its own batches)",
+    "iterator_valid": "batch_size (the net slices its own batches)",
 }
+# skorch's display callbacks, the only ones net_kwargs may tune (``callbacks__print_log__...``): the
+# others (divergence monitor, early stopping, checkpoints, the per-task history) are the estimator's
+_TUNABLE_CALLBACKS = ("print_log", "epoch_timer")
 
 
 def _net_kwarg_owner(key):
     """The estimator parameter(s) behind a skorch setting, or None if net_kwargs may set it."""
+    if key.startswith("callbacks__"):
+        name = key.split("__")[1]
+        return None if name in _TUNABLE_CALLBACKS else "callbacks, n_iter_no_change, tol and checkpoint_dir"
+    if key.startswith(("iterator_train", "iterator_valid")):
+        return _NET_KWARG_OWNERS["iterator_train"]
     base = key.split("__", 1)[0] if key.startswith(("module__", "criterion__")) else key
     return _NET_KWARG_OWNERS.get(base)
 
@@ -127,9 +169,8 @@ class _CoreTransform:
         self.low, self.high = float(observed.min()), float(observed.max())
         self._check(observed)
         if (self.kind == "standardize" or (self.kind == "none" and not self.calibrate)) and observed.size:
-            with np.errstate(over="ignore"):  # a std beyond float64 is refused just below
-                self.mean = float(observed.mean())
-                self.std = float(observed.std()) or 1.0
+            self.mean, self.std = mean_and_std(observed)  # without overflow up to the float64 limit
+            self.std = self.std or 1.0
             if self.kind == "none" and not self.std <= _MAX_RAW_STD:
                 raise ValueError(
                     f"target_transform='none' reports the squared error in the core target's units, which "
@@ -156,7 +197,7 @@ class _CoreTransform:
     def forward(self, y):
         if self.kind == "log1p":
             return np.log1p(y)
-        return (y - self.mean) / self.std
+        return standardise(y, self.mean, self.std)
 
     def inverse(self, z):
         if self.knots_z is not None:
@@ -165,7 +206,8 @@ class _CoreTransform:
         elif self.kind == "log1p":
             y = self.smearing * np.exp(z) - 1.0
         else:
-            y = z * self.std + self.mean
+            with np.errstate(over="ignore"):  # beyond float64 only near its limit: clipped below
+                y = z * self.std + self.mean
         return np.clip(y, self.low, self.high)
 
     @property
@@ -466,21 +508,31 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         fit (or ``partial_fit``) honours a new ``max_iter`` and ``n_threads`` only, and warns
         naming any other parameter changed since the fit that built the net.
     checkpoint_dir : str or path-like, default=None
-        If set, the net's weights, optimiser state and history are written to this folder after
-        every epoch, each epoch as new files written atomically (temporary file, fsync, rename),
-        then a ``manifest.json`` with their SHA-256 digests and the net's settings, then the
-        previous epoch's files are deleted (:mod:`sk_htlnet.checkpoint`), so that a process killed
-        at any instant leaves the last complete epoch.  A later ``fit`` (or first ``partial_fit``) with
-        the same data and parameters resumes from it and runs the remaining ``max_iter`` epochs,
-        with the current ``learning_rate`` and ``weight_decay``, after checking the manifest, the
-        digests and that the loaded weights equal the files; a checkpoint that fails a check (a
-        missing, truncated or altered file, another model's or other data's settings, or one
-        written with the other ``sparse_updates``) raises ``ValueError`` naming the folder, and is
-        never resumed in part.  A folder without a manifest holds no complete epoch: the fit starts
-        afresh.  While a fit runs it holds the folder's lock (``checkpoint.lock``, released by the
-        operating system if the process dies): a second fit on the same folder raises
-        ``ValueError``.  None writes nothing.  The resumed fit is not bit-identical to an
-        uninterrupted one (the shuffle and Gumbel generators restart).
+        If set (a leading ``~`` is the home folder), the net's weights, optimiser state and
+        history are written to this folder after every epoch, each epoch as new files written
+        atomically (temporary file, fsync, rename), then a ``manifest.json`` with their SHA-256
+        digests and the fit's fingerprint, then the previous epoch's files are deleted
+        (:mod:`sk_htlnet.checkpoint`), so that a process killed at any instant leaves the last
+        complete epoch.  The fingerprint is the net's settings, every parameter but ``max_iter``,
+        ``n_threads``, ``verbose``, ``learning_rate``, ``weight_decay``, ``warm_start``,
+        ``checkpoint_dir``, ``callbacks`` and ``device``, and a SHA-256 of the training data (the
+        encoded rows, the raw targets, the encoder's statistics, vocabularies and column labels).
+        A later ``fit`` (or first ``partial_fit``) with the same data and fingerprinted parameters
+        resumes from it and runs the remaining ``max_iter`` epochs, with the current
+        ``learning_rate`` and ``weight_decay``, after checking the manifest, the digests and that
+        the loaded weights equal the files; a checkpoint that fails a check (a missing, truncated
+        or altered file, a fingerprint that differs, whose message names the parameters or says
+        the training data differ, or one written with the other ``sparse_updates``) raises
+        ``ValueError`` naming the folder, and is never resumed in part.  Files of an epoch after
+        the first without a manifest (a lost manifest) are refused too; a folder without a manifest
+        holding nothing or only files of epoch 1 (a fit killed in its first epoch) holds no
+        complete epoch: the fit starts afresh there.  While a fit runs it holds the folder's lock
+        (``checkpoint.lock``, released by the operating system if the process dies): a second fit
+        on the same folder raises ``ValueError``; a folder removed or replaced during the fit
+        stops it with ``OSError`` when the epoch ends.  A continued fit (``warm_start``, later
+        ``partial_fit`` calls) keeps the fingerprint of the fit that built the net.  None writes
+        nothing.  The resumed fit is not bit-identical to an uninterrupted one (the shuffle and
+        Gumbel generators restart).
     callbacks : list of skorch callbacks or (name, callback) tuples, default=None
         Extra callbacks for the skorch net.
     net_kwargs : dict, default=None
@@ -826,8 +878,28 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         )
         return {"architecture": self.architecture, "module": module, "criterion": criterion}
 
-    def _make_net(self, spec, seed, early):
-        """The skorch net for a spec from :meth:`_net_spec` (not yet initialised)."""
+    def _checkpoint_fingerprint(self, spec, dataset, encoder, targets, target_names, seed):
+        """What a checkpoint records of its fit, to resume only the same one: the net's spec, the
+        parameters but those a resumed fit may change (``_RESUMABLE_PARAMS``; random_state as
+        given, or the seed a RandomState drew), and a SHA-256 of the training data (the encoded
+        tensors, the raw targets, the encoder's statistics, vocabularies and column labels)."""
+        params = {k: _json_safe(v) for k, v in self.get_params(deep=False).items() if k not in _RESUMABLE_PARAMS}
+        if not (self.random_state is None or isinstance(self.random_state, numbers.Integral)):
+            params["random_state"] = f"{type(self.random_state).__name__} drawing seed {seed}"
+        arrays = [("cat", dataset.cat), ("num", dataset.num), ("num_missing", dataset.num_missing),
+                  ("y", dataset.y), ("sample_weight", dataset.sample_weight), ("targets", targets),
+                  ("categorical_mask", encoder.categorical_mask_), ("mean", encoder.mean_),
+                  ("scale", encoder.scale_), ("min", encoder.min_), ("max", encoder.max_)]
+        arrays += [(f"bin_edges[{j}]", e) for j, e in enumerate(encoder.bin_edges_)]
+        labels = [("columns", encoder.columns_), ("targets", list(target_names))]
+        labels += [(f"vocabulary[{j}]", list(v)) for j, v in enumerate(encoder.vocabularies_)]
+        data = {"sha256": data_digest(arrays, labels), "rows": len(dataset)}
+        return {**spec, "params": params, "data": data}
+
+    def _make_net(self, spec, seed, early, checkpoint_settings=None):
+        """The skorch net for a spec from :meth:`_net_spec` (not yet initialised); its checkpoint
+        (with ``checkpoint_dir``) records ``checkpoint_settings`` (:meth:`_checkpoint_fingerprint`),
+        or the spec alone when None."""
         # first of all callbacks but skorch's defaults: a diverged epoch is caught before early
         # stopping, a checkpoint or the user's callbacks see it (sk_htlnet.divergence)
         priors = list(spec["module"]["stage_logit_priors"]) + list(np.atleast_1d(spec["module"]["core_prior"]))
@@ -841,7 +913,9 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             )
         if self.checkpoint_dir is not None:
             checkpoint = AtomicCheckpoint(
-                str(self.checkpoint_dir), settings=spec, embedding_optimizer=bool(self.sparse_updates),
+                os.path.expanduser(os.fspath(self.checkpoint_dir)),
+                settings=spec if checkpoint_settings is None else checkpoint_settings,
+                embedding_optimizer=bool(self.sparse_updates),
                 sink=self._sink,
             )
             callbacks += [("checkpoint", checkpoint), ("resume", VerifiedLoadInitState(checkpoint))]
@@ -920,13 +994,15 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             ``checkpoint_dir`` holds a checkpoint that cannot be resumed, or is in use by another
             fit (:class:`sk_htlnet.checkpoint.CheckpointError`).
         OSError
-            If a checkpoint cannot be written to ``checkpoint_dir``; the folder keeps the last
-            complete epoch.
+            If a checkpoint cannot be written to ``checkpoint_dir`` (the folder keeps the last
+            complete epoch), or the folder was removed or replaced during the fit.
         sk_htlnet.TrainingDivergedError
             If training diverges (also in ``partial_fit``): a task's batch loss becomes NaN or
-            infinite, or, at the end of an epoch, a task's epoch training loss is more than 10
-            times as far above the loss's lower bound as the loss of predicting the base rates
-            (:mod:`sk_htlnet.divergence`).  The message names the task, the epoch and a lower
+            infinite, at the end of an epoch a task's epoch training loss is more than 10
+            times as far above the loss's lower bound as the loss of predicting the base rates on
+            the same batches, or, at the end of training, every head's output is constant across
+            training rows whose inputs differ (``reason="dead"``: the network's units died; a fresh
+            fit is then left unfitted) (:mod:`sk_htlnet.divergence`).  The message names the task, the epoch and a lower
             ``learning_rate`` to try.  The estimator is then left fitted on its best weights before
             the divergence (early stopping's best epoch, else the epoch with the lowest
             ``train_loss``, or for a continued fit the weights it started from), with the error's
@@ -944,9 +1020,9 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             raise ValueError(f"device={self.device!r} is not a torch device; use 'cpu' or 'cuda': {exc}") from exc
         if device.type not in ("cpu", "cuda"):
             raise ValueError(f"device={self.device!r}: HTLNetRegressor runs on 'cpu' or 'cuda' devices")
-        if self.checkpoint_dir is not None and os.path.exists(self.checkpoint_dir) and not os.path.isdir(
-                self.checkpoint_dir):
-            raise ValueError(f"checkpoint_dir={str(self.checkpoint_dir)!r} exists and is not a folder")
+        folder = None if self.checkpoint_dir is None else os.path.expanduser(os.fspath(self.checkpoint_dir))
+        if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"checkpoint_dir={folder!r} exists and is not a folder")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(
                 f"device={self.device!r}, but torch.cuda.is_available() is False (no GPU, or a CPU "
@@ -960,8 +1036,13 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 )
         for name, constraints in self._parameter_constraints.items():  # Interval takes True for 1
             value = getattr(self, name)
-            if isinstance(value, (bool, np.bool_)) and any(isinstance(c, Interval) for c in constraints):
+            numeric = any(isinstance(c, Interval) for c in constraints) or name == "random_state"
+            if isinstance(value, (bool, np.bool_)) and numeric:
                 raise ValueError(f"{name} must be a number, got {value!r} (a bool)")
+        for name in ("tower_units", "task_weights", "stage_pos_weight"):  # sequences of numbers
+            value = getattr(self, name)
+            if np.ndim(value) == 1 and any(isinstance(v, (bool, np.bool_)) for v in value):
+                raise ValueError(f"{name} must hold numbers, got {value!r} (with a bool)")
         for key in self.net_kwargs or {}:
             owner = _net_kwarg_owner(key)
             if owner is not None:
@@ -1069,7 +1150,10 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                         f"for early stopping, leaving {n_rows - n_valid} to train on (at least 2 are needed); "
                         "use a smaller validation_fraction or early_stopping=False"
                     )
-            net = self._make_net(self._net_spec_, seed, early=early and not incremental)
+            fingerprint = None if self.checkpoint_dir is None else self._checkpoint_fingerprint(
+                self._net_spec_, dataset, encoder, values, names, seed)
+            net = self._make_net(self._net_spec_, seed, early=early and not incremental,
+                                 checkpoint_settings=fingerprint)
         core = values[:, k].copy()  # for the retransformation; the float64 targets are freed before training
         del values, y_model
         monitor = find_monitor(net)
@@ -1098,6 +1182,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self._core_transform.fit_retransformation(None, None)
             if diverged is not None:
                 raise diverged
+            self._check_alive(dataset, inputs, keep)
             return self
         # the retransformation needs the network's output on training rows: at most _CALIBRATION_ROWS of them
         rows = np.arange(n_rows)
@@ -1106,6 +1191,8 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             rows = np.sort(rng.choice(n_rows, _CALIBRATION_ROWS, replace=False))
             dataset = dataset.subset(rows)
         raw = self._forward(dataset)
+        if diverged is None:
+            self._check_alive(dataset, inputs, keep, rows=rows, raw=raw)
         self._core_transform.fit_retransformation(
             core[rows], core_mean(raw[:, k:], self.core_loss_),
             None if sample_weight is None else sample_weight[rows],
@@ -1113,6 +1200,24 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         if diverged is not None:
             raise diverged
         return self
+
+    def _check_alive(self, dataset, inputs, keep, rows=None, raw=None):
+        """Raise :class:`TrainingDivergedError` (``reason="dead"``) when the output of every head is
+        constant across training rows whose encoded inputs differ (``raw``: the outputs on ``rows``,
+        those of the retransformation; else computed on up to ``_ALIVE_ROWS`` rows).  A fresh fit is
+        left unfitted (``net_`` removed); a continued one keeps the network (sk_htlnet.divergence)."""
+        if raw is None:
+            rows = np.arange(len(dataset))
+            if len(rows) > _ALIVE_ROWS:
+                rows = np.sort(np.random.default_rng(self.net_.seed).choice(len(rows), _ALIVE_ROWS, replace=False))
+                dataset = dataset.subset(rows)
+            raw = self._forward(dataset)
+        features = [np.asarray(inputs[key])[rows] for key in ("cat", "num", "num_missing") if key in inputs]
+        error = dead_network_error(self.net_, raw, self.n_stages_, features, fresh=not keep)
+        if error is not None:
+            if not keep:
+                del self.net_  # no model that predicts one value per target is returned as fitted
+            raise error
 
     def _resolve_core_loss(self, core):
         """core_loss with "auto" resolved: "ziln" for an amount (every core value >= 0) unless a

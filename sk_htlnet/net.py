@@ -6,6 +6,7 @@ entries in the history, a fast tensor batch iterator, and seeded private random 
 a fixed seed gives bit-identical fits on CPU without touching the global torch seed.
 """
 
+import contextlib
 import copy
 
 import numpy as np
@@ -134,7 +135,8 @@ class FunnelValidSplit:
                 depth = stages.sum(axis=1).astype(int)
                 counts = np.bincount(depth)
                 n_valid = int(np.ceil(self.validation_fraction * n))
-                if counts[counts > 0].min() >= 2 and n_valid >= (counts > 0).sum():
+                n_classes = (counts > 0).sum()
+                if counts[counts > 0].min() >= 2 and min(n_valid, n - n_valid) >= n_classes:
                     stratify = depth
         train_idx, valid_idx = train_test_split(
             np.arange(n),
@@ -387,7 +389,7 @@ class HybridNet(NeuralNet):
 
     def _seeds(self):
         rng = np.random.default_rng(self.seed)
-        return [int(s) for s in rng.integers(0, 2**62, size=3)]
+        return [int(s) for s in rng.integers(0, 2**62, size=4)]  # init, shuffle, Gumbel noise, dropout
 
     def initialize_module(self):
         init_seed = self._seeds()[0]
@@ -421,10 +423,32 @@ class HybridNet(NeuralNet):
 
     def initialize(self):
         super().initialize()
-        _, shuffle_seed, noise_seed = self._seeds()
+        _, shuffle_seed, noise_seed, dropout_seed = self._seeds()
         self.shuffle_generator_ = torch.Generator().manual_seed(shuffle_seed)
         self.noise_generator_ = torch.Generator(device=self.device).manual_seed(noise_seed)
+        # nn.Dropout draws from torch's global generator: on the CPU, training steps swap in a
+        # private state of it (dropout_rng_state_), so a seeded fit is reproducible with dropout too
+        has_dropout = any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.module_.modules())
+        cpu = torch.device(self.device).type == "cpu"
+        self.dropout_rng_state_ = torch.Generator().manual_seed(dropout_seed).get_state() \
+            if has_dropout and cpu else None
         return self
+
+    @contextlib.contextmanager
+    def _dropout_rng(self):
+        """Run a training step with torch's global CPU generator at ``dropout_rng_state_`` (then
+        saved and the caller's state put back); a no-op without dropout or off the CPU."""
+        state = getattr(self, "dropout_rng_state_", None)
+        if state is None:
+            yield
+            return
+        saved = torch.get_rng_state()
+        torch.set_rng_state(state)
+        try:
+            yield
+        finally:
+            self.dropout_rng_state_ = torch.get_rng_state()
+            torch.set_rng_state(saved)
 
     # ---- pickling -------------------------------------------------------------------------------
     _GENERATORS = ("shuffle_generator_", "noise_generator_")
@@ -497,7 +521,11 @@ class HybridNet(NeuralNet):
         """One forward, backward and optimiser step.  skorch passes its step as a closure to every
         optimiser, which would run it once per optimiser; with ``sparse_updates`` (two optimisers)
         the step runs once and both optimisers step without a closure (neither Adam nor SparseAdam
-        needs one)."""
+        needs one).  Dropout masks come from the net's own seeded state (:meth:`_dropout_rng`)."""
+        with self._dropout_rng():
+            return self._train_step(batch, **fit_params)
+
+    def _train_step(self, batch, **fit_params):
         if not self.sparse_updates:
             return super().train_step(batch, **fit_params)
         self._zero_grad_optimizer()

@@ -60,7 +60,22 @@ def _value_kind(value):
 _LARGE = 1e150  # magnitudes whose squares overflow float64
 
 
-def _standardise(x, mean, scale):
+def magnitude_unit(low, high):
+    """The unit in which statistics of values in [low, high] are taken: their largest magnitude when
+    it exceeds 1e150 (squares and differences would overflow float64), else 1.0."""
+    unit = max(abs(float(low)), abs(float(high)))
+    return unit if unit > _LARGE else 1.0
+
+
+def mean_and_std(observed):
+    """Mean and standard deviation (floats) of a float64 array of finite values, without overflow
+    for values up to the float64 limit (taken in units of :func:`magnitude_unit`)."""
+    unit = magnitude_unit(observed.min(), observed.max())
+    scaled = observed / unit if unit != 1.0 else observed
+    return float(unit * scaled.mean()), float(unit * np.sqrt(scaled.var()))
+
+
+def standardise(x, mean, scale):
     """``(x - mean) / scale`` (float64 array), also where the difference of two values near the
     float64 limit would overflow (then ``x / scale - mean / scale``).  NaN stays NaN."""
     if max(abs(mean), scale) <= _LARGE:
@@ -247,10 +262,9 @@ class FeatureEncoder:
             self.min_[j], self.max_[j] = observed.min(), observed.max()
             # values near the float64 limit (1e300) would overflow the squares and differences:
             # their statistics are taken in units of the largest magnitude
-            unit = max(abs(self.min_[j]), abs(self.max_[j]))
-            unit = unit if unit > _LARGE else 1.0
+            self.mean_[j], std[j] = mean_and_std(observed)
+            unit = magnitude_unit(self.min_[j], self.max_[j])
             scaled = observed / unit if unit != 1.0 else observed
-            self.mean_[j], std[j] = unit * scaled.mean(), unit * np.sqrt(scaled.var())
             if self.numeric_encoding in ("quantile", "piecewise_linear"):
                 self.bin_edges_[j] = np.unique(unit * np.quantile(scaled, levels))
         self.scale_ = np.where(std > 0, std, 1.0)
@@ -271,7 +285,7 @@ class FeatureEncoder:
             cardinalities += [max(len(e) - 1, 1) + 2 for e in self.bin_edges_]
             n_numeric = 0
         elif self.numeric_encoding == "piecewise_linear":
-            edges = [_standardise(e, m, s).tolist() for e, m, s in zip(self.bin_edges_, self.mean_, self.scale_)]
+            edges = [standardise(e, m, s).tolist() for e, m, s in zip(self.bin_edges_, self.mean_, self.scale_)]
         return {"cardinalities": cardinalities, "n_numeric": n_numeric,
                 "numeric_encoding": self.numeric_encoding, "numeric_edges": edges}
 
@@ -320,5 +334,5 @@ class FeatureEncoder:
         num = np.empty(values.shape, dtype=np.float32)
         for j in range(values.shape[1]):  # one column at a time: temporaries of n values
             clipped = np.clip(values[:, j], self.min_[j], self.max_[j])
-            num[:, j] = np.where(missing[:, j], 0.0, _standardise(clipped, self.mean_[j], self.scale_[j]))
+            num[:, j] = np.where(missing[:, j], 0.0, standardise(clipped, self.mean_[j], self.scale_[j]))
         return {"cat": cat, "num": num, "num_missing": missing}

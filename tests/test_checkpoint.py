@@ -207,9 +207,10 @@ def test_a_folder_of_the_earlier_layout_is_refused(funnel, tmp_path):
 def test_a_checkpoint_of_another_model_is_refused_clearly(funnel, folder, tmp_path):
     X, Y = funnel
     with _refused(folder, r"holds a checkpoint of another model or other data: its settings differ in "
-                          r"module.embedding_dim \(checkpoint 4, this fit 8\).*" + REMEDY):
+                          r"params.embedding_dim \(checkpoint 4, this fit 8\)\. A checkpoint resumes.*" + REMEDY):
         HTLNetRegressor(**{**FAST, "embedding_dim": 8}, checkpoint_dir=folder).fit(X, Y)
-    with _refused(folder, "holds a checkpoint of another model or other data: its settings differ in module"):
+    with _refused(folder, "holds a checkpoint of another model or other data: the training data differ "
+                          r"\(.*; rows: checkpoint 400, this fit 300\)\. A checkpoint resumes"):
         HTLNetRegressor(**FAST, checkpoint_dir=folder).fit(X.iloc[:300], Y.iloc[:300])  # same schema
     (tmp_path / "a_file").write_text("")
     with pytest.raises(ValueError, match="checkpoint_dir=.*a_file' exists and is not a folder"):
@@ -390,3 +391,151 @@ def test_a_second_writer_is_refused_and_a_killed_holder_leaves_no_stale_lock(fun
     assert holder.returncode == -signal.SIGKILL and (folder / "checkpoint.lock").exists()
     est = HTLNetRegressor(**params, checkpoint_dir=folder).fit(X, Y)  # the OS released the dead holder's lock
     assert est.n_iter_ == 3
+
+
+# ---- the fingerprint covers the parameters and the data (attacker's B1) --------------------------------
+@pytest.mark.parametrize("change, shown", [
+    (dict(gradient_adjustment="none"), "params.gradient_adjustment (checkpoint 'htlnet', this fit 'none')"),
+    (dict(gradient_adjustment="pcgrad"), "params.gradient_adjustment (checkpoint 'htlnet', this fit 'pcgrad')"),
+    (dict(relax_factor=0.9), "params.relax_factor (checkpoint 0.1, this fit 0.9)"),
+    (dict(batch_size=64), "params.batch_size (checkpoint 256, this fit 64)"),
+    (dict(random_state=5), "params.random_state (checkpoint 0, this fit 5)"),
+    (dict(retransformation="none"), "params.retransformation (checkpoint 'isotonic', this fit 'none')"),
+    (dict(early_stopping=True), "params.early_stopping (checkpoint 'auto', this fit True)"),
+], ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else None)
+def test_a_checkpoint_of_other_parameters_is_refused(funnel, folder, change, shown):
+    with _refused(folder, "holds a checkpoint of another model or other data: its settings differ in "
+                          + re.escape(shown) + r".*the same data and parameters.*" + REMEDY):
+        HTLNetRegressor(**{**FAST, "max_iter": 4, **change}, checkpoint_dir=folder).fit(*funnel)
+    assert _manifest(folder)["epochs"] == 2  # nothing was overwritten
+
+
+def _rename_categories(X, Y):
+    return X.assign(cat_0=X.cat_0.cat.rename_categories(lambda c: f"z{c}")), Y
+
+
+def _shuffle_a_category(X, Y):
+    return X.assign(cat_1=X.cat_1.sample(frac=1.0, random_state=1).to_numpy()), Y
+
+
+def _rename_a_column(X, Y):
+    return X.rename(columns={"num_2": "num_x"}), Y
+
+
+def _scale_a_numeric_column(X, Y):  # the standardised values are the same: the encoder's scale differs
+    return X.assign(num_0=X.num_0 * 2.0), Y
+
+
+def _scale_the_core(X, Y):  # the standardised core target is the same: its raw values differ
+    return X, Y.assign(core=Y.core * 3.0)
+
+
+@pytest.mark.parametrize("alter", [_rename_categories, _shuffle_a_category, _rename_a_column,
+                                   _scale_a_numeric_column, _scale_the_core])
+def test_a_checkpoint_of_other_data_of_the_same_shapes_is_refused(funnel, folder, alter):
+    X, Y = alter(*funnel)
+    assert X.shape == funnel[0].shape and Y.shape == funnel[1].shape
+    with _refused(folder, r"holds a checkpoint of another model or other data: .*the training data differ "
+                          r"\(SHA-256 of the encoded data, vocabularies and column labels: checkpoint [0-9a-f]{12}"
+                          r"\.\.\., this fit [0-9a-f]{12}\.\.\.\).*" + REMEDY):
+        HTLNetRegressor(**{**FAST, "max_iter": 4}, checkpoint_dir=folder).fit(X, Y)
+
+
+def test_the_same_data_and_parameters_resume(funnel, folder):
+    """A copy of the data (another object, equal values) and the parameters a resumed fit may change."""
+    X, Y = (frame.copy(deep=True) for frame in funnel)
+    est = HTLNetRegressor(**{**FAST, "max_iter": 3, "n_threads": 2, "verbose": 0, "learning_rate": 5e-4,
+                             "weight_decay": 1e-5}, checkpoint_dir=str(folder)).fit(X, Y)
+    assert est.n_iter_ == 3 and list(est.history_[:, "epoch"]) == [1, 2, 3]
+    settings = _manifest(folder)["settings"]
+    assert settings["params"]["gradient_adjustment"] == "htlnet" and "max_iter" not in settings["params"]
+    assert re.fullmatch(r"[0-9a-f]{64}", settings["data"]["sha256"]) and settings["data"]["rows"] == len(X)
+
+
+def test_a_checkpoint_without_a_fingerprint_of_its_fit_is_refused(funnel, folder):
+    """A manifest whose settings hold only the net's spec (sk_htlnet before the fingerprint)."""
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["settings"] = {k: v for k, v in manifest["settings"].items() if k not in ("params", "data")}
+    path.write_text(json.dumps(manifest))
+    with _refused(folder, r"holds a checkpoint of another model or other data: it does not record the "
+                          r"parameters and data of its fit \(written by an earlier sk_htlnet"):
+        HTLNetRegressor(**{**FAST, "max_iter": 4}, checkpoint_dir=folder).fit(*funnel)
+
+
+# ---- a lost manifest (B2) -----------------------------------------------------------------------------
+def test_a_checkpoint_whose_manifest_is_gone_is_refused(funnel, folder):
+    (folder / "manifest.json").unlink()
+    kept = sorted(p.name for p in folder.iterdir())
+    with _refused(folder, r"holds files of epoch 2 \(.*params-000002\.pt.*\) but no manifest\.json.*" + REMEDY):
+        HTLNetRegressor(**{**FAST, "max_iter": 4}, checkpoint_dir=folder).fit(*funnel)
+    assert sorted(p.name for p in folder.iterdir()) == kept  # nothing deleted
+
+
+def test_first_epoch_files_without_a_manifest_start_afresh(funnel, tmp_path):
+    """What a fit killed while writing its first epoch leaves (also a first epoch whose manifest was
+    deleted: the two cannot be told apart, and at most one epoch is lost)."""
+    X, Y = funnel
+    folder = tmp_path / "ckpt"
+    HTLNetRegressor(**{**FAST, "max_iter": 1}, checkpoint_dir=folder).fit(X, Y)
+    (folder / "manifest.json").unlink()
+    est = HTLNetRegressor(**FAST, checkpoint_dir=folder).fit(X, Y)
+    assert est.n_iter_ == 2 and list(est.history_[:, "epoch"]) == [1, 2] and _manifest(folder)["epochs"] == 2
+
+
+# ---- the folder removed or replaced during the fit (B3) ------------------------------------------------
+class _AtEpoch2(Callback):
+    def __init__(self, action):
+        self.action = action
+
+    def on_epoch_begin(self, net, **kwargs):
+        if len(net.history) == 2:
+            self.action()
+
+
+def _remove(folder):
+    shutil.rmtree(folder)
+
+
+def _remove_and_recreate(folder):  # another fit made a new folder (and its own lock file) there
+    shutil.rmtree(folder)
+    folder.mkdir()
+    (folder / "checkpoint.lock").write_text("")
+
+
+def _replace_by_a_file(folder):
+    shutil.rmtree(folder)
+    folder.write_text("not a folder")
+
+
+@pytest.mark.parametrize("action", [_remove, _remove_and_recreate, _replace_by_a_file])
+def test_a_folder_removed_or_replaced_during_the_fit_stops_it(funnel, tmp_path, action):
+    folder = tmp_path / "ckpt"
+    est = HTLNetRegressor(**{**FAST, "max_iter": 3}, checkpoint_dir=folder,
+                          callbacks=[_AtEpoch2(lambda: action(folder))])
+    with pytest.raises(OSError, match=rf"checkpoint_dir='{re.escape(str(folder))}' was removed or replaced during "
+                                      r"the fit") as caught:
+        est.fit(*funnel)
+    assert "still holds" not in str(caught.value)
+    assert not folder.is_dir() or "manifest.json" not in os.listdir(folder)  # nothing written there
+
+
+# ---- small things ---------------------------------------------------------------------------------------
+def test_a_manifest_version_of_true_is_refused(funnel, folder):
+    path = folder / "manifest.json"
+    path.write_bytes(_set("version", True)(json.loads(path.read_text())))
+    with _refused(folder, "of format 'sk_htlnet-checkpoint' version True, not 'sk_htlnet-checkpoint' version 1"):
+        HTLNetRegressor(**{**FAST, "max_iter": 4}, checkpoint_dir=folder).fit(*funnel)
+
+
+def test_a_tilde_in_checkpoint_dir_is_the_home_folder(funnel, tmp_path, monkeypatch):
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    HTLNetRegressor(**FAST, checkpoint_dir="~/ck").fit(*funnel)
+    assert _manifest(home / "ck")["epochs"] == 2 and not os.listdir(cwd)
+    (home / "ck.txt").write_text("")
+    with pytest.raises(ValueError, match=r"checkpoint_dir='.*ck\.txt' exists and is not a folder"):
+        HTLNetRegressor(**FAST, checkpoint_dir="~/ck.txt").fit(*funnel)

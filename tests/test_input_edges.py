@@ -148,3 +148,60 @@ def test_a_validation_fraction_leaving_no_training_rows_is_named(small, fraction
     X, Y = small
     with pytest.raises(ValueError, match=f"validation_fraction={fraction} holds out"):
         HTLNetRegressor(**FAST, early_stopping=True, validation_fraction=fraction).fit(X, Y)
+
+
+def test_a_validation_fraction_leaving_few_training_rows_still_splits(small):
+    """Two training rows and three funnel depths: no stratified split is possible, a plain one is."""
+    X, Y = make_funnel(600, n_stages=2, n_categorical=1, n_numeric=2, stage_rates=0.5, random_state=0)
+    HTLNetRegressor(**FAST, early_stopping=True, validation_fraction=0.996).fit(X, Y)
+
+
+@pytest.mark.parametrize("param, value", [
+    ("tower_units", (True, 8)), ("task_weights", [True, 1.0]), ("stage_pos_weight", [np.True_]),
+    ("random_state", True),
+])
+def test_bools_in_numeric_sequences_are_refused(small, param, value):
+    X, Y = small
+    with pytest.raises(ValueError, match=f"{param} must"):
+        HTLNetRegressor(**{**FAST, param: value}).fit(X, Y)
+
+
+@pytest.mark.parametrize("key", ["optimizer__lr", "callbacks__divergence_monitor", "callbacks__train_loss_core",
+                                 "callbacks__early_stopping__patience", "iterator_train__batch_size"])
+def test_net_kwargs_cannot_reach_the_estimators_callbacks_and_iterators(small, key):
+    X, Y = small
+    with pytest.raises(ValueError, match=f"net_kwargs sets '{key}'"):
+        HTLNetRegressor(**FAST, net_kwargs={key: None}).fit(X, Y)
+
+
+def test_display_settings_remain_open_to_net_kwargs(small):
+    X, Y = small
+    HTLNetRegressor(**FAST, net_kwargs={"callbacks__print_log__floatfmt": ".2f", "optimizer__betas": (0.8, 0.9)}).fit(X, Y)
+
+
+@pytest.mark.parametrize("scale", [1e160, 1e300])
+def test_standardized_core_near_the_float64_limit(small, scale):
+    """The remedy the raw-scale refusal names: a standardised core of any magnitude trains as at scale 1
+    (its standard deviation used to overflow to inf and predict garbage)."""
+    X, Y = small
+    params = dict(FAST, core_loss="mse", target_transform="standardize")
+    base = HTLNetRegressor(**params).fit(X, Y).predict(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        big = HTLNetRegressor(**params).fit(X, Y.assign(core=Y["core"] * scale)).predict(X)
+    np.testing.assert_allclose(big[:, -1] / scale, base[:, -1], rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(big[:, :-1], base[:, :-1])
+
+
+def test_dropout_fits_are_reproducible_and_leave_the_global_seed_alone(small):
+    """random_state promises bit-identical fits on CPU; nn.Dropout drew from torch's global
+    generator, so two seeded fits with dropout differed (found recording tests/golden)."""
+    import torch
+
+    X, Y = small
+    first = HTLNetRegressor(**FAST, dropout=0.3).fit(X, Y).predict(X)
+    torch.rand(100)  # the caller's own use of the global generator must not matter
+    state = torch.get_rng_state()
+    second = HTLNetRegressor(**FAST, dropout=0.3).fit(X, Y).predict(X)
+    assert torch.equal(torch.get_rng_state(), state)
+    np.testing.assert_array_equal(first, second)
