@@ -14,6 +14,7 @@ import inspect
 import json
 import math
 import numbers
+import re
 import reprlib
 
 import numpy as np
@@ -83,9 +84,30 @@ def _unique_keys(pairs):
     return result
 
 
+# JSON bytes per object or array that a model file needs at least: a category is ``["int", 1], ``
+# (12 bytes); ``{},`` (3 bytes) costs 64 bytes as a Python dict, and a file of them about 25 times
+# its size while it is parsed.  With this bound, parsing takes at most about 15 times the bytes.
+MIN_BYTES_PER_CONTAINER = 8
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _count_containers(data):
+    """Objects and arrays in JSON bytes: ``{`` and ``[`` outside strings."""
+    count = data.count(b"{") + data.count(b"[")
+    if count * MIN_BYTES_PER_CONTAINER > len(data):  # some may be inside strings: count exactly
+        stripped = _JSON_STRING.sub(b"", data)
+        count = stripped.count(b"{") + stripped.count(b"[")
+    return count
+
+
 def parse_json(data, what):
-    """Parse UTF-8 JSON bytes; duplicate keys, invalid text and nesting too deep for the parser
-    (RecursionError) are a :class:`ModelFileError` naming ``what``."""
+    """Parse UTF-8 JSON bytes; duplicate keys, invalid text, nesting too deep for the parser
+    (RecursionError) and more objects and arrays than one per ``MIN_BYTES_PER_CONTAINER`` bytes
+    (plus 64) are a :class:`ModelFileError` naming ``what``."""
+    containers = _count_containers(data)
+    if containers > len(data) // MIN_BYTES_PER_CONTAINER + 64:
+        raise ModelFileError(f"{what}: {containers} JSON objects and arrays in {len(data)} bytes, more than one "
+                             f"per {MIN_BYTES_PER_CONTAINER} bytes (a model file needs far fewer)")
     try:
         return json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
     except ModelFileError as exc:
@@ -283,6 +305,9 @@ def check_fitted(fitted, est, field="config.json fitted"):
     if names != (columns if all_str else None):
         _fail(f"{field}.feature_names_in", "the column labels when they are all strings, else None", names)
     mask = _list(fitted["categorical_mask"], f"{field}.categorical_mask", n)
+    features = est.categorical_features
+    if isinstance(features, list) and features and all(type(v) is bool for v in features) and len(features) != n:
+        _fail(f"config.json params.categorical_features", f"a mask of {n} booleans (one per column)", features)
     for i, m in enumerate(mask):
         _bool(m, f"{field}.categorical_mask[{i}]")
     n_cat = sum(mask)
@@ -313,6 +338,10 @@ def check_fitted(fitted, est, field="config.json fitted"):
         _fail(f"{field}.target_names", f"1 to {MAX_STAGES + 1} names (stages, then the core)", targets)
     for i, t in enumerate(targets):
         _str(t, f"{field}.target_names[{i}]")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: predict_frame and partial_fit would fail later
+            _fail(f"{field}.target_names[{i}]", "a string encodable as UTF-8 (no lone surrogate)", t)
     k = len(targets) - 1
     y_1d = _bool(fitted["y_1d"], f"{field}.y_1d")
     if y_1d and k:
@@ -505,15 +534,49 @@ class _SizedOnMeta(TorchFunctionMode):
     """Tensors created from a size (``torch.empty``, ``zeros``, ``randn``, ...) go to torch's meta
     device, which allocates nothing; tensors created from Python data (``torch.tensor``) stay on the
     CPU, so a module may still turn its priors into floats (ESMM does), and their size is that of
-    data already parsed from the file."""
+    data already parsed from the file.
+
+    Only torch's native meta kernels run: constructors, ``uniform_``, ``copy_``, indexing and views
+    have them, but arithmetic on a meta tensor (``torch.randn(...) * 0.05``) and ``arange`` or
+    ``eye`` on the meta device run Python reference kernels that import ``torch._dynamo`` (which
+    creates ``$TMPDIR/torchinductor_<user>`` and reads its settings): arithmetic with a meta operand
+    is answered here with an empty meta tensor of the broadcast shape and promoted dtype, and a small
+    ``arange`` (at most ``_SMALL_ARANGE`` values) runs on the CPU."""
 
     _SIZED = {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.randint,
-              torch.empty_strided, torch.eye, torch.arange, torch.linspace}
+              torch.empty_strided, torch.linspace}
+    _SMALL_ARANGE = 1 << 16
+    _ARITHMETIC = {"add", "sub", "mul", "div", "true_divide", "rsub", "pow", "neg", "__add__", "__radd__",
+                   "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__", "__neg__",
+                   "__pow__", "__rpow__", "add_", "sub_", "mul_", "div_", "__iadd__", "__isub__", "__imul__",
+                   "__itruediv__"}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
+        name = getattr(func, "__name__", "")
         if func in self._SIZED and kwargs.get("device") is None:
             kwargs["device"] = "meta"
+        elif func is torch.eye and kwargs.get("device") is None:
+            size = [int(a) for a in args[:2] if isinstance(a, (int, torch.SymInt))] or [int(kwargs["n"])]
+            return torch.empty(size * (2 // len(size)), dtype=kwargs.get("dtype"), device="meta")
+        elif func is torch.arange and kwargs.get("device") is None:
+            bounds = [float(a) for a in args if isinstance(a, (int, float))]
+            start, end, step = (0.0, *bounds, 1.0)[-3:] if len(bounds) == 1 else (*bounds, 1.0)[:3]
+            if math.ceil((end - start) / step) > self._SMALL_ARANGE:
+                kwargs["device"] = "meta"  # a size from the file: never allocated (arange's meta kernel
+                # imports dynamo, but no module of this package builds a large arange)
+        elif name in self._ARITHMETIC:
+            operands = list(args) + list(kwargs.values())
+            if any(isinstance(a, torch.Tensor) and a.is_meta for a in operands):
+                tensors = [a for a in operands if isinstance(a, torch.Tensor)]
+                numbers_ = [a for a in operands if isinstance(a, (bool, int, float, complex))]
+                dtype = tensors[0].dtype
+                for other in tensors[1:] + numbers_:
+                    dtype = torch.result_type(torch.empty(0, dtype=dtype, device="meta"), other)
+                if name.endswith("_") and not name.startswith("__") or name.startswith("__i"):
+                    return args[0]  # in place: same shape and dtype
+                shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+                return torch.empty(shape, dtype=dtype, device="meta")
         return func(*args, **kwargs)
 
 

@@ -37,6 +37,7 @@ _ALIVE_ROWS = 10_000  # training rows the dead-network check forwards when the r
 # core's), so the capped and the raw objective train alike.  The history reports the raw squared error.
 _MAX_CORE_LOSS_SCALE = 1e12
 _MAX_RAW_STD = 1e150  # its square must be a float64
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # parameters a resumed checkpoint may change: the rest are in its fingerprint (checkpoint_fingerprint)
@@ -334,8 +335,8 @@ def _check_column_labels(labels, fitted):
     types) against those seen in fit, as scikit-learn does for str names; raises ValueError.
 
     A model fitted on an array (labels 0..p-1) accepts any labels that are not a reordering of those."""
-    if labels == list(fitted):
-        return
+    if labels == list(fitted) or pd.Index(labels, tupleize_cols=False).equals(pd.Index(list(fitted), tupleize_cols=False)):
+        return  # (Index.equals takes NaN labels as equal, which a model file brings back as other objects)
     positional = list(fitted) == list(range(len(fitted)))
     try:
         same_set = set(labels) == set(fitted)
@@ -1039,6 +1040,9 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             numeric = any(isinstance(c, Interval) for c in constraints) or name == "random_state"
             if isinstance(value, (bool, np.bool_)) and numeric:
                 raise ValueError(f"{name} must be a number, got {value!r} (a bool)")
+            real = any(isinstance(c, Interval) and c.type is numbers.Real for c in constraints)
+            if real and isinstance(value, numbers.Real) and not abs(value) <= _FLOAT32_MAX:
+                raise ValueError(f"{name}={value!r} does not fit the network's float32 (at most {_FLOAT32_MAX:.3g})")
         for name in ("tower_units", "task_weights", "stage_pos_weight"):  # sequences of numbers
             value = getattr(self, name)
             if np.ndim(value) == 1 and any(isinstance(v, (bool, np.bool_)) for v in value):

@@ -22,10 +22,13 @@ loading writes nothing.  The digests detect corruption and accidental edits; the
 signature (anyone able to edit the file can recompute them), which the checks above do not rely on.
 """
 
+import errno
 import hashlib
 import json
 import numbers
 import os
+import re
+import stat
 import warnings
 import zipfile
 
@@ -53,7 +56,8 @@ _CHUNK = 1 << 20
 # about 1000:1 on filler (zeros, spaces), while JSON settings compress 3-10:1 and weights about 1:1.
 _MAX_EXPANSION = 200
 _EXPANSION_SLACK = 16 << 20
-_PROBE_ROWS = 64
+_PROBE_CATEGORIES = 1024  # categories of each field the probe covers (plus its out-of-vocabulary row)
+_CONFIG_FLOOR = 16 << 20  # config.json may have max_bytes // 8 bytes, and at least this (or max_bytes)
 
 
 # ---- save ---------------------------------------------------------------------------------------
@@ -195,11 +199,26 @@ def _check_central_directory(f, size):
     at = len(tail) - 22 if tail[-22:-18] == b"PK\x05\x06" else tail.rfind(b"PK\x05\x06")
     if at < 0 or len(tail) - at < 22:
         raise ModelFileError("not an sk_htlnet model file (not a zip archive)")
-    entries = int.from_bytes(tail[at + 10:at + 12], "little")
-    directory = int.from_bytes(tail[at + 12:at + 16], "little")
-    if entries != len(_MEMBERS) or directory > _MAX_CENTRAL_DIRECTORY:
-        raise ModelFileError(f"unexpected archive members: the archive declares {entries} members and a "
-                             f"{directory}-byte directory; expected the {len(_MEMBERS)} members {list(_MEMBERS)}")
+    declared = [(int.from_bytes(tail[at + 10:at + 12], "little"), int.from_bytes(tail[at + 12:at + 16], "little"))]
+    eocd = size - tail_size + at
+    if eocd >= 20:  # a zip64 locator right before the record: zipfile then trusts the zip64 record's counts
+        f.seek(eocd - 20)
+        locator = f.read(20)
+        if locator[:4] == b"PK\x06\x07":
+            record_at = int.from_bytes(locator[8:16], "little")
+            if record_at + 56 > eocd - 20:
+                raise ModelFileError("not an sk_htlnet model file (a zip64 locator points outside the archive)")
+            f.seek(record_at)
+            record = f.read(56)
+            if record[:4] != b"PK\x06\x06":
+                raise ModelFileError("not an sk_htlnet model file (a zip64 locator points to no zip64 record)")
+            declared += [(int.from_bytes(record[24:32], "little"), int.from_bytes(record[40:48], "little")),
+                         (int.from_bytes(record[32:40], "little"), int.from_bytes(record[40:48], "little"))]
+    for entries, directory in declared:
+        if entries != len(_MEMBERS) or directory > _MAX_CENTRAL_DIRECTORY:
+            raise ModelFileError(f"unexpected archive members: the archive declares {entries} members and a "
+                                 f"{directory}-byte directory; expected the {len(_MEMBERS)} members "
+                                 f"{list(_MEMBERS)}")
     f.seek(0)
 
 
@@ -237,8 +256,12 @@ def _read_archive(f, max_bytes):
             raise ModelFileError(f"unexpected archive members {names[:10]}; expected {sorted(_MEMBERS)}")
         members, budget = {}, max_bytes
         for info in infos:
+            config_cap = max(max_bytes // 8, min(max_bytes, _CONFIG_FLOOR))
             if info.filename == "manifest.json" and budget > _MAX_MANIFEST:
                 limit, why = _MAX_MANIFEST, f"the manifest's limit of {_MAX_MANIFEST} bytes"
+            elif info.filename == "config.json" and budget > config_cap:
+                limit, why = config_cap, (f"the limit of config.json, max_bytes // 8 (at least 16 MiB) = {config_cap} "
+                                          "(parsing JSON takes up to about 15 times its size)")
             else:
                 limit, why = budget, f"what is left of max_bytes={max_bytes} after the other members"
             members[info.filename] = _read_member(archive, info, limit, why)
@@ -265,13 +288,13 @@ def _check_device_argument(device):
 def _stored_device(est, notes):
     """The file's device if this machine has it, else "cpu" with a note; a device that is neither
     'cpu' nor 'cuda' is refused."""
-    refused = f"config.json params.device: expected a 'cpu' or 'cuda' device, got {est.device!r}"
+    refused = f"config.json params.device: expected 'cpu', 'cuda' or 'cuda:N', got {est.device!r}"
     try:
         device = torch.device(est.device)
     except (RuntimeError, TypeError, ValueError):
         raise ModelFileError(refused) from None
-    if device.type not in ("cpu", "cuda"):
-        raise ModelFileError(refused)
+    if device.type not in ("cpu", "cuda") or not re.fullmatch(r"cpu|cuda(:[0-9]{1,4})?", str(est.device)):
+        raise ModelFileError(refused)  # "cpu:0" is a torch device, but an estimator holding it does not pickle
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
         missing = "no GPU is available" if not torch.cuda.is_available() else (
             f"no GPU of index {device.index} is available (torch sees {torch.cuda.device_count()})")
@@ -281,20 +304,29 @@ def _stored_device(est, notes):
     return est.device
 
 
+def _unseen(vocab):
+    """A value that is not in ``vocab``: it maps to the field's out-of-vocabulary row."""
+    value = "sk_htlnet probe: out of vocabulary"
+    while value in vocab:
+        value += "!"
+    return value
+
+
 def _probe_frame(enc):
     """Rows in the fitted columns: row i holds category i of each categorical column (cycling; up to
-    64 rows, so every category of a small vocabulary is seen) and a numeric value running from the
-    training minimum to the maximum; the last row has every value missing."""
-    n = min(_PROBE_ROWS, max([len(v) for v in enc.vocabularies_] + [2]))
+    1024 rows, so every category of a vocabulary of up to 1024 values is seen) and a numeric value
+    running from the training minimum to the maximum; then a row with a value out of every
+    vocabulary (the out-of-vocabulary rows) and a row with every value missing."""
+    n = min(_PROBE_CATEGORIES, max([len(v) for v in enc.vocabularies_] + [2]))
     columns, cats, nums = {}, iter(enc.vocabularies_), iter(range(len(enc.mean_)))
     for position, categorical in enumerate(enc.categorical_mask_):
         if categorical:
             vocab = next(cats)
             values = [vocab[i % len(vocab)] for i in range(n)] if len(vocab) else [None] * n
-            columns[position] = pd.Series(values + [None], dtype=object)
+            columns[position] = pd.Series(values + [_unseen(vocab), None], dtype=object)
         else:
             j = next(nums)
-            values = np.linspace(enc.min_[j], enc.max_[j], n)
+            values = np.linspace(enc.min_[j], enc.max_[j], n + 1)
             columns[position] = pd.Series(np.r_[values, np.nan], dtype=np.float64)
     frame = pd.DataFrame(columns)
     frame.columns = pd.Index(enc._columns)
@@ -304,11 +336,13 @@ def _probe_frame(enc):
 def _probe(est):
     """Predict the probe rows through the encoder, the net and the inverse transform: a failure,
     or a prediction that is not finite or of the wrong shape, refuses the file at load rather than
-    in a later ``predict``."""
+    in a later ``predict``.  It runs under the caller's torch thread setting, not the file's
+    ``n_threads`` (a file must not make the loader start threads)."""
     frame = _probe_frame(est._encoder)
     rows = len(frame)
     what = (f"the model in the file cannot predict: a probe prediction on {rows} rows (its categories, numeric "
-            "values across the training range, missing values)")
+            "values across the training range, out-of-vocabulary values, missing values)")
+    n_threads, est.n_threads = est.n_threads, None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -317,9 +351,31 @@ def _probe(est):
             raise
         except Exception as exc:
             raise ModelFileError(f"{what} fails with {type(exc).__name__}: {str(exc)[:300]}") from exc
+        finally:
+            est.n_threads = n_threads
     shape = (rows,) if est._y_1d else (rows, est.n_stages_ + 1)
     if pred.shape != shape or not np.isfinite(pred).all():
         raise ModelFileError(f"{what} has shape {pred.shape} (expected {shape}) or is not finite")
+
+
+def _open_regular(path):
+    """Open ``path`` for reading without blocking (a FIFO or a device would block or never end) and
+    require a regular file: a folder raises IsADirectoryError, as open() does, anything else that is
+    not a regular file is a ModelFileError."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+        if not stat.S_ISREG(mode):
+            raise ModelFileError(f"{os.fspath(path)!r} is not a regular file (a pipe, socket or device): "
+                                 "a model file is read from a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
@@ -337,11 +393,12 @@ def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
     against the encoding and the parameters; net and loss settings against the constructors'
     signatures).  The weights' header is checked against the tensor names, dtypes and shapes the
     settings imply (computed on torch's meta device, which allocates nothing) before the weights
-    are read, and the weights must be finite.  The net is then built, and a probe prediction on up
-    to 65 rows (each category of a vocabulary of up to 64 values, numeric values from the training
-    minimum to the maximum, then a row of missing values) must give finite values of the right
-    shape.  Peak memory is a small multiple of the bytes read (parsing JSON takes about five
-    times the size of ``config.json``).
+    are read, and the weights must be finite.  The net is then built, its buffers derived from the
+    settings must equal the file's, and a probe prediction (up to 1024 categories of each field, a
+    row of out-of-vocabulary values, numeric values from the training minimum to the maximum, then
+    a row of missing values; under the caller's thread setting) must give finite values of the
+    right shape.  Peak memory is a multiple of the bytes read: parsing JSON takes up to about 15
+    times the size of ``config.json``, which is capped at ``max_bytes / 8`` (at least 16 MiB).
 
     Parameters
     ----------
@@ -392,7 +449,7 @@ def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
     if device is not None:  # clear errors for a device that is not one, or a GPU that is not there
         _check_device_argument(device)
     notes = []
-    with open(path, "rb") as f:  # a path that cannot be opened raises OSError, as open() does
+    with _open_regular(path) as f:  # a path that cannot be opened raises OSError, as open() does
         try:
             members = _read_archive(f, max_bytes)
         except (ModelFileError, MemoryError):
@@ -415,6 +472,12 @@ def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
                 raise ModelFileError(f"weights.safetensors {name}: expected finite values")
         net = est._make_net(spec, seed=0, early=False)
         net.initialize()
+        derived = {name: buffer for name, buffer in net.module_.state_dict().items()
+                   if name not in dict(net.module_.named_parameters())}
+        for name, buffer in derived.items():  # bin_low, bin_width: computed from the checked numeric_edges
+            if not torch.equal(state[name], buffer.cpu()):
+                raise ModelFileError(f"weights.safetensors {name}: expected the values computed from "
+                                     "config.json net_spec.module.numeric_edges")
         net.module_.load_state_dict({k: v.to(net.device) for k, v in state.items()})
         del state
         for _, callback in net.callbacks_:  # none from a file (no checkpoint_dir); a loaded net keeps its weights

@@ -205,3 +205,20 @@ def test_dropout_fits_are_reproducible_and_leave_the_global_seed_alone(small):
     second = HTLNetRegressor(**FAST, dropout=0.3).fit(X, Y).predict(X)
     assert torch.equal(torch.get_rng_state(), state)
     np.testing.assert_array_equal(first, second)
+
+
+def test_a_nan_column_label_survives_a_model_file(small, tmp_path):
+    from sk_htlnet.io import load_model, save_model
+
+    X, Y = small
+    X = X.set_axis(["cat_0", np.nan, "num_1"], axis=1)
+    est = HTLNetRegressor(**FAST).fit(X, Y)
+    save_model(est, tmp_path / "m.htlnet")
+    np.testing.assert_array_equal(load_model(tmp_path / "m.htlnet").predict(X), est.predict(X))
+
+
+@pytest.mark.parametrize("param", ["learning_rate", "clip_ratio", "tau"])
+def test_real_parameters_beyond_float32_are_named(small, param):
+    X, Y = small
+    with pytest.raises(ValueError, match=f"{param}=1e\\+300 does not fit the network's float32"):
+        HTLNetRegressor(**{**FAST, param: 1e300}).fit(X, Y)
