@@ -224,10 +224,8 @@ class DivergenceMonitor(Callback):
             return None, None
         with np.errstate(invalid="ignore", divide="ignore"):
             reference, floor = np.where(self._sums[2] > 0, self._sums[:2] / self._rows, np.nan)
-        report = float(getattr(net.criterion_, "core_report_scale", 1.0))  # the history's core units
-        reference[-1] *= report
-        floor[-1] *= report
-        return reference, floor
+        factors = net.criterion_.history_factors()  # the history's units
+        return reference * factors, floor * factors
 
     # ---- callback hooks -------------------------------------------------------------------------
     def on_train_begin(self, net, X=None, y=None, **kwargs):

@@ -1182,40 +1182,37 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.history_ = self.net_.history
         # epochs trained in all: a model from load_model has an empty history but n_iter_ epochs behind it
         self.n_iter_ = (self.n_iter_ - epochs_before if keep else 0) + len(self.history_)
-        if not self._core_transform.fitted_on_predictions:
-            self._core_transform.fit_retransformation(None, None)
-            if diverged is not None:
-                raise diverged
-            self._check_alive(dataset, inputs, keep)
-            return self
-        # the retransformation needs the network's output on training rows: at most _CALIBRATION_ROWS of them
-        rows = np.arange(n_rows)
-        if n_rows > _CALIBRATION_ROWS:
-            rng = np.random.default_rng(self.net_.seed)
-            rows = np.sort(rng.choice(n_rows, _CALIBRATION_ROWS, replace=False))
-            dataset = dataset.subset(rows)
-        raw = self._forward(dataset)
+        # the network's output on a seeded sample of training rows: for the retransformation (at most
+        # _CALIBRATION_ROWS) and the dead-network check (at most _ALIVE_ROWS when it is alone)
+        calibrate = self._core_transform.fitted_on_predictions
+        if calibrate or diverged is None:
+            rows = self._sample_rows(n_rows, _CALIBRATION_ROWS if calibrate else _ALIVE_ROWS)
+            raw = self._forward(dataset if len(rows) == n_rows else dataset.subset(rows))
         if diverged is None:
-            self._check_alive(dataset, inputs, keep, rows=rows, raw=raw)
-        self._core_transform.fit_retransformation(
-            core[rows], core_mean(raw[:, k:], self.core_loss_),
-            None if sample_weight is None else sample_weight[rows],
-        )
+            self._check_alive(inputs, keep, rows, raw)
+        if calibrate:
+            self._core_transform.fit_retransformation(
+                core[rows], core_mean(raw[:, k:], self.core_loss_),
+                None if sample_weight is None else sample_weight[rows],
+            )
+        else:
+            self._core_transform.fit_retransformation(None, None)
         if diverged is not None:
             raise diverged
         return self
 
-    def _check_alive(self, dataset, inputs, keep, rows=None, raw=None):
-        """Raise :class:`TrainingDivergedError` (``reason="dead"``) when the output of every head is
-        constant across training rows whose encoded inputs differ (``raw``: the outputs on ``rows``,
-        those of the retransformation; else computed on up to ``_ALIVE_ROWS`` rows).  A fresh fit is
-        left unfitted (``net_`` removed); a continued one keeps the network (sk_htlnet.divergence)."""
-        if raw is None:
-            rows = np.arange(len(dataset))
-            if len(rows) > _ALIVE_ROWS:
-                rows = np.sort(np.random.default_rng(self.net_.seed).choice(len(rows), _ALIVE_ROWS, replace=False))
-                dataset = dataset.subset(rows)
-            raw = self._forward(dataset)
+    def _sample_rows(self, n_rows, cap):
+        """Sorted positions of at most ``cap`` of the ``n_rows`` training rows, drawn with the net's
+        seed (every row when there are no more)."""
+        if n_rows <= cap:
+            return np.arange(n_rows)
+        return np.sort(np.random.default_rng(self.net_.seed).choice(n_rows, cap, replace=False))
+
+    def _check_alive(self, inputs, keep, rows, raw):
+        """Raise :class:`TrainingDivergedError` (``reason="dead"``) when the output of every head,
+        ``raw`` on the training ``rows``, is constant across rows whose encoded ``inputs`` differ.  A
+        fresh fit is left unfitted (``net_`` removed); a continued one keeps the network
+        (sk_htlnet.divergence)."""
         features = [np.asarray(inputs[key])[rows] for key in ("cat", "num", "num_missing") if key in inputs]
         error = dead_network_error(self.net_, raw, self.n_stages_, features, fresh=not keep)
         if error is not None:

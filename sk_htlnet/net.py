@@ -252,6 +252,14 @@ class HybridLoss(nn.Module):
         monitor[-1] = 1.0 / self.core_scale
         self.register_buffer("monitor_weights", monitor)
 
+    def history_factors(self):
+        """Factors from each task's optimised loss to the loss the history reports, float64 (k + 1,):
+        1 for every task but the core's ``core_report_scale`` (the squared error in the target's
+        units under a capped ``core_loss_scale``; 1 for a criterion pickled before it existed)."""
+        factors = np.ones(self.n_stages + 1)
+        factors[-1] = getattr(self, "core_report_scale", 1.0)
+        return factors
+
     def objective(self, task_losses):
         """The per-task terms that are optimised (:meth:`objective_term` of each), float32 (k + 1,)."""
         return torch.stack([self.objective_term(t, loss) for t, loss in enumerate(task_losses)])
@@ -510,9 +518,8 @@ class HybridNet(NeuralNet):
 
     def _record(self, prefix, task_losses):
         values = task_losses.detach().cpu().tolist()
-        report = getattr(self.criterion_, "core_report_scale", 1.0)
-        for t, (name, value) in enumerate(zip(self.task_names, values)):
-            self.history.record_batch(f"{prefix}_loss_{name}", value * report if t == len(values) - 1 else value)
+        for name, value, factor in zip(self.task_names, values, self.criterion_.history_factors()):
+            self.history.record_batch(f"{prefix}_loss_{name}", value * float(factor))
         total = float(np.dot(values, self.criterion_.monitor_weights.cpu().numpy()))
         return torch.as_tensor(total)
 

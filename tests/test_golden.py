@@ -24,7 +24,6 @@ Two gates, on purpose:
 compare with a file recorded elsewhere).
 """
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -32,19 +31,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+from golden import make_golden  # tests/ is on the path, as for _sizes
+
 RTOL = 2e-3
 ATOL = 1e-6
 
-
-def _load_make_golden():
-    spec = importlib.util.spec_from_file_location("_sk_htlnet_make_golden", GOLDEN_DIR / "make_golden.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_golden = _load_make_golden()
 CASES = {case["name"]: case for case in make_golden.CASES}
 
 
