@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import r2_score
 from sklearn.utils import check_random_state
@@ -1187,9 +1188,10 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         calibrate = self._core_transform.fitted_on_predictions
         if calibrate or diverged is None:
             rows = self._sample_rows(n_rows, _CALIBRATION_ROWS if calibrate else _ALIVE_ROWS)
-            raw = self._forward(dataset if len(rows) == n_rows else dataset.subset(rows))
+            checked = dataset if len(rows) == n_rows else dataset.subset(rows)
+            raw = self._forward(checked)
         if diverged is None:
-            self._check_alive(inputs, keep, rows, raw)
+            self._check_alive(inputs, keep, rows, raw, checked)
         if calibrate:
             self._core_transform.fit_retransformation(
                 core[rows], core_mean(raw[:, k:], self.core_loss_),
@@ -1208,13 +1210,27 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             return np.arange(n_rows)
         return np.sort(np.random.default_rng(self.net_.seed).choice(n_rows, cap, replace=False))
 
-    def _check_alive(self, inputs, keep, rows, raw):
+    def _check_alive(self, inputs, keep, rows, raw, dataset):
         """Raise :class:`TrainingDivergedError` (``reason="dead"``) when the output of every head,
-        ``raw`` on the training ``rows``, is constant across rows whose encoded ``inputs`` differ.  A
-        fresh fit is left unfitted (``net_`` removed); a continued one keeps the network
-        (sk_htlnet.divergence)."""
+        ``raw`` on the training ``rows`` (``dataset``), is constant across rows whose encoded
+        ``inputs`` differ although it was not at initialisation.  A fresh fit is left unfitted
+        (``net_`` removed); a continued one keeps the network (sk_htlnet.divergence).  A network
+        constant from its initialisation on gets a ConvergenceWarning instead."""
         features = [np.asarray(inputs[key])[rows] for key in ("cat", "num", "num_missing") if key in inputs]
         error = dead_network_error(self.net_, raw, self.n_stages_, features, fresh=not keep)
+        if error is not None and dead_network_error(
+            self.net_, self._forward(dataset, initial=True), self.n_stages_, features
+        ) is not None:
+            # constant already at initialisation: no ReLU unit is active on any row, so no gradient
+            # ever reached them; an architecture too narrow for the data, not a diverged training
+            warnings.warn(
+                f"every head predicts one value whatever the input: with tower_units={self.tower_units!r} "
+                f"and random_state={self.random_state!r} the network's output was the same on all {len(rows)} "
+                "training rows checked already at initialisation (no ReLU unit active on them, so no gradient "
+                "reaches them and training cannot change that). Use wider tower_units or another random_state.",
+                ConvergenceWarning, stacklevel=user_stacklevel(),
+            )
+            return
         if error is not None:
             if not keep:
                 del self.net_  # no model that predicts one value per target is returned as fitted
@@ -1298,8 +1314,10 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return values
 
     # ---- predict ----------------------------------------------------------------------------------
-    def _forward(self, dataset):
-        out = self.net_.forward(dataset, training=False)
+    def _forward(self, dataset, initial=False):
+        """The network's eval-mode output (rows, outputs) as float64; ``initial``: with the weights
+        it was initialised with."""
+        out = self.net_.forward_at_initialisation(dataset) if initial else self.net_.forward(dataset, training=False)
         return out.detach().cpu().numpy().astype(np.float64)
 
     def predict(self, X):

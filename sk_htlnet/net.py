@@ -405,6 +405,23 @@ class HybridNet(NeuralNet):
             torch.manual_seed(init_seed)
             return super().initialize_module()
 
+    def forward_at_initialisation(self, dataset):
+        """The module's eval-mode output on ``dataset`` with the weights it was initialised with
+        (the seeded initialisation of :meth:`initialize_module`), as a tensor of shape (rows,
+        outputs); the trained weights are restored afterwards."""
+        trained = {key: value.detach().clone() for key, value in self.module_.state_dict().items()}
+        current = self.module_
+        try:
+            self.initialize_module()
+            initial = self.module_.state_dict()
+        finally:
+            self.module_ = current
+        try:
+            self.module_.load_state_dict(initial)
+            return self.forward(dataset, training=False)
+        finally:
+            self.module_.load_state_dict(trained)
+
     def _tables(self):
         """The embedding tables of the module (the parameters SparseAdam trains)."""
         from .modules.embedding import SharedEmbedding

@@ -294,6 +294,22 @@ def test_dead_rule_needs_every_head_constant_and_differing_inputs():
     assert kept.best_epoch == 3 and "keeps the dead network" in str(kept)
 
 
+def test_a_network_constant_from_initialisation_warns_instead_of_diverging():
+    # found by tests/test_properties.py in CI: a 4-unit tower whose ReLUs are all inactive on the 4
+    # training rows at initialisation predicts one value before and after training; no divergence
+    import pandas as pd
+    from sklearn.exceptions import ConvergenceWarning
+
+    X = pd.DataFrame({"a": list("adcd"), "b": list("bdca"), "c": [-5, 3, -5, 0]})
+    y = pd.Series([1.23, 1.68, 0.94, 1.98], name="core")
+    tiny = dict(embedding_dim=2, tower_units=(4,), batch_size=16, random_state=0, n_threads=1)
+    with pytest.warns(ConvergenceWarning, match=r"already at initialisation.*wider tower_units"):
+        est = HTLNetRegressor(**tiny, max_iter=3).fit(X, y)  # before: TrainingDivergedError "units died"
+    assert np.ptp(est.predict(X)) == 0  # the warning's claim holds
+    alive = HTLNetRegressor(**{**tiny, "random_state": 1}, max_iter=3).fit(X, y)  # the same data, other init
+    assert np.ptp(alive.predict(X)) > 0
+
+
 @pytest.mark.parametrize("architecture", ["htlnet", "single_task", "shared_bottom", "mmoe", "ple", "esmm", "aitm"])
 @pytest.mark.parametrize("core_loss", ["ziln", "mse", "tweedie"])
 def test_healthy_tiny_fits_are_not_dead(architecture, core_loss):

@@ -61,7 +61,7 @@ def funnels(draw):
     return X, y, k
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: tests/conftest.py
 @given(funnels())
 def test_random_funnels_fit_or_fail_clearly(data):
     X, y, k = data
