@@ -68,7 +68,7 @@ def data(n):
 
 
 def _tensors(est, X, Y):
-    inputs = est._encoder.transform(X)
+    inputs = est.feature_encoder_.transform(X)
     return FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"], est._core_targets(Y).astype(np.float32))
 
 
@@ -116,7 +116,7 @@ def rechub_epoch(name, est, dataset):
     from torch.nn import functional as F
 
     k = est.n_stages_
-    model = rechub_peer._build(name, est._encoder, k + 1, {**SIZES, "tower_units": SIZES["tower_units"]})
+    model = rechub_peer._build(name, est.feature_encoder_, k + 1, {**SIZES, "tower_units": SIZES["tower_units"]})
 
     def loss(pred, y):
         stages = [F.binary_cross_entropy(pred[:, t].clamp(1e-7, 1 - 1e-7), y[:, t]) for t in range(k)]

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .estimator import HTLNetRegressor, _CoreTransform
+from .estimator import HTLNetRegressor, CoreTransform
 from .modules import ARCHITECTURES
 from .net import CORE_LOSSES, HybridLoss, core_loss_width
 from .preprocessing import FeatureEncoder
@@ -356,7 +356,7 @@ def check_fitted(fitted, est, field="config.json fitted"):
     enc.vocabularies_ = vocabularies
     enc.cardinalities_ = [len(v) + 2 for v in vocabularies]
     enc.mean_, enc.scale_, enc.min_, enc.max_, enc.bin_edges_ = mean, scale, low, high, bin_edges
-    est._encoder = enc
+    est.feature_encoder_ = enc
     est.n_features_in_ = n
     if names is not None:
         est.feature_names_in_ = np.asarray(names, dtype=object)
@@ -382,7 +382,7 @@ def check_fitted(fitted, est, field="config.json fitted"):
     elif est.target_transform not in ("auto", transform_kind):
         _fail(f"{field}.target_transform", f"{est.target_transform!r} (the parameter target_transform)", transform_kind)
     est.core_loss_, est.target_transform_ = core_loss, transform_kind
-    est._core_transform = _check_transform(fitted["transform"], est, f"{field}.transform")
+    est.core_transform_ = _check_transform(fitted["transform"], est, f"{field}.transform")
     check_net_spec(spec, est, f"{field}.net_spec")
     est._net_spec_ = spec
     return spec
@@ -390,7 +390,7 @@ def check_fitted(fitted, est, field="config.json fitted"):
 
 def _check_transform(stored, est, field):
     _dict(stored, field, _TRANSFORM_KEYS)
-    transform = _CoreTransform(est.target_transform_, est.retransformation, calibrate=est.core_loss_ != "mse")
+    transform = CoreTransform(est.target_transform_, est.retransformation, calibrate=est.core_loss_ != "mse")
     transform.mean = _number(stored["mean"], f"{field}.mean")
     transform.std = _number(stored["std"], f"{field}.std", positive=True)
     transform.smearing = _number(stored["smearing"], f"{field}.smearing", positive=True)
@@ -458,7 +458,7 @@ def check_net_spec(spec, est, field):
     k = est.n_stages_
     module = _dict(spec["module"], f"{field}.module")
     sig = _check_keys(module, ARCHITECTURES[est.architecture], f"{field}.module")
-    embedding = est._encoder.embedding_spec()
+    embedding = est.feature_encoder_.embedding_spec()
     cardinalities = _list(module["cardinalities"], f"{field}.module.cardinalities")
     if cardinalities != embedding["cardinalities"]:
         _fail(f"{field}.module.cardinalities",

@@ -116,7 +116,7 @@ def _net_kwarg_owner(key):
     return _NET_KWARG_OWNERS.get(base)
 
 
-class _CoreTransform:
+class CoreTransform:
     """Transform of the core target before the MSE (HTLNet §3 decision) and its inverse.
 
     ``"standardize"``: z = (y - mean) / std; the inverse is exact, and a network trained with the MSE
@@ -561,6 +561,11 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         skorch's ``dur`` and ``epoch``.
     n_iter_ : int
         Epochs run.
+    feature_encoder_ : sk_htlnet.preprocessing.FeatureEncoder
+        The fitted encoding of X's columns (vocabularies, bin edges, missing flags).
+    core_transform_ : CoreTransform
+        The fitted transform of the core target to the scale the loss sees, and back (with the
+        isotonic retransformation's knots when ``retransformation="isotonic"``).
 
     Examples
     --------
@@ -731,7 +736,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 )
             # scikit-learn checks str names only (and refuses mixed types): other labels (ints, tuples
             # of a MultiIndex, mixtures) are matched here, then counted positionally
-            fitted = self._encoder.columns_ if not reset and hasattr(self, "_encoder") else None
+            fitted = self.feature_encoder_.columns_ if not reset and hasattr(self, "feature_encoder_") else None
             if fitted is not None and not all(isinstance(c, str) for c in fitted):
                 _check_column_labels(list(X.columns), fitted)
             if not all(isinstance(c, str) for c in X.columns):
@@ -832,14 +837,14 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         # with a positive-class weight w the loss is minimised by log(w p / (1 - p))
         priors = np.log(rates / (1 - rates)) + (np.log(pos) if pos is not None else 0.0)
         core = y_transformed[:, k]
-        raw_scale = self._core_transform.loss_scale  # "none": the squared error in the core's units
+        raw_scale = self.core_transform_.loss_scale  # "none": the squared error in the core's units
         loss_scale = min(raw_scale, _MAX_CORE_LOSS_SCALE)
         core_var = (_weighted_nanmean((core - means[k]) ** 2, sample_weight) or 1.0) * loss_scale
         core_prior = float(means[k])
         if self.core_loss_ != "mse":
             core_var = 1.0  # likelihoods are already free of the target's units
             core_prior = _core_prior(core, self.core_loss_, sample_weight)
-        embedding = self._encoder.embedding_spec()
+        embedding = self.feature_encoder_.embedding_spec()
         module = dict(
             cardinalities=embedding["cardinalities"],
             n_numeric=embedding["n_numeric"],
@@ -1099,7 +1104,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             epochs_before = len(self.net_.history)
         X = self._validate_X(X, reset=not keep)
         if keep:
-            encoder = self._encoder
+            encoder = self.feature_encoder_
             inputs = encoder.transform(X)
         else:
             encoder = FeatureEncoder(self.categorical_features, self.numeric_encoding, self.n_bins)
@@ -1123,21 +1128,21 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         if not keep:
             if fitted:  # a failed refit must not leave the old net beside the new encoding
                 del self.net_
-            self._encoder = encoder
+            self.feature_encoder_ = encoder
             self.target_names_ = names
             self.n_stages_ = k
             self._y_1d = was_1d
             self.core_loss_ = self._resolve_core_loss(values[:, k])
             self.target_transform_ = transform = self._resolve_target_transform(values[:, k], names[k])
-            self._core_transform = _CoreTransform(
+            self.core_transform_ = CoreTransform(
                 transform, self.retransformation, calibrate=self.core_loss_ != "mse"
             ).fit(values[:, k])
             if self.core_loss_ != "mse":  # condition the likelihood: amounts in units of their mean
-                self._core_transform.std = _weighted_nanmean(values[:, k], sample_weight) or 1.0
+                self.core_transform_.std = _weighted_nanmean(values[:, k], sample_weight) or 1.0
         else:  # a later chunk: the same checks of the core against the loss; widen the clipping range
             self._resolve_target_transform(values[:, k], names[k])
-            self._core_transform.update(values[:, k])
-        y_model[:, k] = self._core_transform.forward(values[:, k])  # the scale the loss sees
+            self.core_transform_.update(values[:, k])
+        y_model[:, k] = self.core_transform_.forward(values[:, k])  # the scale the loss sees
         dataset = FunnelDataset(
             inputs["cat"], inputs["num"], inputs["num_missing"], y_model.astype(np.float32), sample_weight
         )
@@ -1185,7 +1190,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.n_iter_ = (self.n_iter_ - epochs_before if keep else 0) + len(self.history_)
         # the network's output on a seeded sample of training rows: for the retransformation (at most
         # _CALIBRATION_ROWS) and the dead-network check (at most _ALIVE_ROWS when it is alone)
-        calibrate = self._core_transform.fitted_on_predictions
+        calibrate = self.core_transform_.fitted_on_predictions
         if calibrate or diverged is None:
             rows = self._sample_rows(n_rows, _CALIBRATION_ROWS if calibrate else _ALIVE_ROWS)
             checked = dataset if len(rows) == n_rows else dataset.subset(rows)
@@ -1193,12 +1198,12 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         if diverged is None:
             self._check_alive(inputs, keep, rows, raw, checked)
         if calibrate:
-            self._core_transform.fit_retransformation(
+            self.core_transform_.fit_retransformation(
                 core[rows], core_mean(raw[:, k:], self.core_loss_),
                 None if sample_weight is None else sample_weight[rows],
             )
         else:
-            self._core_transform.fit_retransformation(None, None)
+            self.core_transform_.fit_retransformation(None, None)
         if diverged is not None:
             raise diverged
         return self
@@ -1310,7 +1315,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     def _core_targets(self, y):
         """y as float64 (n, k + 1) with the core column on the transformed scale the loss uses."""
         values = _target_frame(y)[0].copy()
-        values[:, self.n_stages_] = self._core_transform.forward(values[:, self.n_stages_])
+        values[:, self.n_stages_] = self.core_transform_.forward(values[:, self.n_stages_])
         return values
 
     # ---- predict ----------------------------------------------------------------------------------
@@ -1319,6 +1324,42 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         it was initialised with."""
         out = self.net_.forward_at_initialisation(dataset) if initial else self.net_.forward(dataset, training=False)
         return out.detach().cpu().numpy().astype(np.float64)
+
+    def make_dataset(self, X, y=None, sample_weight=None):
+        """The :class:`sk_htlnet.net.FunnelDataset` the fitted network reads.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Checked and encoded as in ``predict``.
+        y : DataFrame or array-like of shape (n_samples, k + 1) or (n_samples,), default=None
+            When given, checked as in ``fit``; the core column is put on the scale the loss sees
+            (``core_transform_``), as float32.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        FunnelDataset
+            Its tensors hold ``feature_encoder_.transform(X)``; ``net_.forward(dataset)`` gives the
+            network's raw outputs (k stage logits, then the core head's outputs).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If called before ``fit``.
+        ValueError
+            If X or y do not match the fitted columns and targets.
+        """
+        check_is_fitted(self, "net_")
+        inputs = self.feature_encoder_.transform(self._validate_X(X, reset=False))
+        targets = None
+        if y is not None:
+            targets = self._core_targets(y).astype(np.float32)
+            if len(targets) != len(inputs["cat"]):
+                raise ValueError(f"y has {len(targets)} rows, X has {len(inputs['cat'])}")
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, inputs["cat"], dtype=np.float32)
+        return FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"], targets, sample_weight)
 
     def predict(self, X):
         """Predict every head.
@@ -1344,7 +1385,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             If a prediction is not finite (extreme inputs); predictions are never NaN silently.
         """
         check_is_fitted(self, "net_")
-        inputs = self._encoder.transform(self._validate_X(X, reset=False))
+        inputs = self.feature_encoder_.transform(self._validate_X(X, reset=False))
         dataset = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"])
         with self._threads():
             raw = self._forward(dataset)
@@ -1352,7 +1393,7 @@ class HTLNetRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         pred = np.empty_like(raw)
         pred[:, :k] = 1.0 / (1.0 + np.exp(-raw[:, :k]))
         pred = pred[:, : k + 1]
-        pred[:, k] = self._core_transform.inverse(core_mean(raw[:, k:], self.core_loss_))
+        pred[:, k] = self.core_transform_.inverse(core_mean(raw[:, k:], self.core_loss_))
         bad = ~np.isfinite(pred).all(axis=1)
         if bad.any():
             raise FloatingPointError(

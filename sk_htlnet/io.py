@@ -130,7 +130,7 @@ def save_model(estimator, path):
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(estimator, "net_")
-    enc = estimator._encoder
+    enc = estimator.feature_encoder_
     vocabularies = [_encode_all(vocab, f"column {column!r}") for column, vocab in zip(enc._cat_cols,
                                                                                       enc.vocabularies_)]
     columns = list(enc._columns)
@@ -142,7 +142,7 @@ def save_model(estimator, path):
         raise ValueError("the column labels mix tuples of different lengths or tuples and scalars, which the model "
                          "file cannot store (a MultiIndex has tuples of one length); use pickle")
     params, dropped = _jsonable_params(estimator)
-    transform = estimator._core_transform
+    transform = estimator.core_transform_
     config = {
         "format": FORMAT,
         "version": VERSION,
@@ -338,7 +338,7 @@ def _probe(est):
     or a prediction that is not finite or of the wrong shape, refuses the file at load rather than
     in a later ``predict``.  It runs under the caller's torch thread setting, not the file's
     ``n_threads`` (a file must not make the loader start threads)."""
-    frame = _probe_frame(est._encoder)
+    frame = _probe_frame(est.feature_encoder_)
     rows = len(frame)
     what = (f"the model in the file cannot predict: a probe prediction on {rows} rows (its categories, numeric "
             "values across the training range, out-of-vocabulary values, missing values)")

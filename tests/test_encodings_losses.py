@@ -46,7 +46,7 @@ def test_baselines_take_the_ziln_head_and_piecewise_linear_numerics(funnel, arch
     est = HTLNetRegressor(architecture=architecture, numeric_encoding="piecewise_linear", core_loss="ziln",
                           max_iter=1, random_state=0, **FAST).fit(X, Y)
     assert np.isfinite(est.predict(X)).all()
-    assert est.net_.module_(**{k: torch.as_tensor(v) for k, v in est._encoder.transform(X[:5]).items()}).shape == (5, 5)
+    assert est.net_.module_(**{k: torch.as_tensor(v) for k, v in est.feature_encoder_.transform(X[:5]).items()}).shape == (5, 5)
 
 
 def test_quantile_encoding_maps_values_to_buckets_of_training_quantiles():
@@ -110,11 +110,11 @@ def test_sparse_grad_equals_dense_gradient_for_nonlinear_encodings(encoding):
 def test_bin_edges_survive_pickling_and_the_model_file(funnel, encoding, tmp_path):
     X, Y = funnel
     est = HTLNetRegressor(numeric_encoding=encoding, n_bins=5, max_iter=1, random_state=0, **FAST).fit(X, Y)
-    edges = [e.copy() for e in est._encoder.bin_edges_]
+    edges = [e.copy() for e in est.feature_encoder_.bin_edges_]
     assert all(1 < len(e) <= 6 for e in edges)
     save_model(est, tmp_path / "m.zip")
     for copy in (pickle.loads(pickle.dumps(est)), load_model(tmp_path / "m.zip")):
-        for a, b in zip(edges, copy._encoder.bin_edges_):
+        for a, b in zip(edges, copy.feature_encoder_.bin_edges_):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(copy.predict(X), est.predict(X), rtol=1e-6)
 
@@ -172,7 +172,7 @@ def test_smearing_and_ziln_estimate_the_conditional_mean_without_bias():
     ziln.fit(X[train], Y[train])
     assert smear.predict(X[test]).mean() == pytest.approx(t.mean(), rel=0.10)
     assert ziln.predict(X[test]).mean() == pytest.approx(t.mean(), rel=0.10)
-    naive = np.expm1(smear._forward(FunnelDataset(**smear._encoder.transform(X[test])))[:, 0])
+    naive = np.expm1(smear._forward(FunnelDataset(**smear.feature_encoder_.transform(X[test])))[:, 0])
     assert naive.mean() < 0.75 * t.mean()
 
 
@@ -212,7 +212,7 @@ def test_sparse_updates_move_only_the_rows_of_the_batch(funnel):
         net = est.net_
         assert isinstance(getattr(net, "embedding_optimizer_", None), torch.optim.SparseAdam) == sparse
         table = net.module_.embedding.table
-        x = {k: torch.as_tensor(v) for k, v in est._encoder.transform(X[:8]).items()}
+        x = {k: torch.as_tensor(v) for k, v in est.feature_encoder_.transform(X[:8]).items()}
         y = torch.as_tensor(est._core_targets(Y[:8]), dtype=torch.float32)
         before = table.detach().clone()
         net.train_step((x, y))
@@ -230,7 +230,7 @@ def test_one_forward_pass_per_step_with_two_optimizers(funnel):
         est = HTLNetRegressor(gradient_adjustment=rule, max_iter=1, random_state=0, **FAST).fit(X, Y)
         calls = []
         handle = est.net_.module_.embedding.register_forward_hook(lambda *args: calls.append(1))
-        x = {k: torch.as_tensor(v) for k, v in est._encoder.transform(X[:64]).items()}
+        x = {k: torch.as_tensor(v) for k, v in est.feature_encoder_.transform(X[:64]).items()}
         est.net_.train_step((x, torch.as_tensor(est._core_targets(Y[:64]), dtype=torch.float32)))
         handle.remove()
         assert len(calls) == 1, rule
@@ -268,7 +268,7 @@ def test_reloaded_likelihood_model_keeps_its_recalibration_when_training_goes_on
     save_model(est, tmp_path / "m.zip")
     loaded = load_model(tmp_path / "m.zip")
     loaded.partial_fit(X, Y)
-    assert loaded._core_transform.knots_z is not None  # still isotonic-recalibrated
+    assert loaded.core_transform_.knots_z is not None  # still isotonic-recalibrated
 
 
 def test_weights_that_leave_no_observed_core_value_are_refused(funnel):
@@ -286,7 +286,7 @@ def test_retransformation_is_fitted_on_a_seeded_sample_of_large_training_sets(fu
     X, Y = funnel
     monkeypatch.setattr(estimator_module, "_CALIBRATION_ROWS", 300)
     fits = [HTLNetRegressor(core_loss="mse", max_iter=1, random_state=0, **FAST).fit(X, Y) for _ in range(2)]
-    knots = fits[0]._core_transform.knots_z
+    knots = fits[0].core_transform_.knots_z
     assert knots is not None and len(knots) <= 300  # one knot per isotonic block of at most 300 rows
-    np.testing.assert_array_equal(knots, fits[1]._core_transform.knots_z)  # the sample is seeded
+    np.testing.assert_array_equal(knots, fits[1].core_transform_.knots_z)  # the sample is seeded
     assert np.isfinite(fits[0].predict(X)).all()

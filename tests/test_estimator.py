@@ -88,7 +88,7 @@ def test_adjusted_train_step_applies_the_rule_to_the_shared_embedding(funnel):
     X, Y = funnel
     est = HTLNetRegressor(max_iter=1, random_state=0, relax_factor=0.7, clip_ratio=3.0, **FAST).fit(X, Y)
     net, module = est.net_, est.net_.module_
-    inputs = est._encoder.transform(X.iloc[:256])
+    inputs = est.feature_encoder_.transform(X.iloc[:256])
     y = torch.tensor(est._core_targets(Y.iloc[:256]), dtype=torch.float32)
     x = {k: torch.as_tensor(v) for k, v in inputs.items()}
     net._set_training(True)
@@ -132,7 +132,7 @@ def test_early_stopping_restores_the_best_weights(funnel):
     est = HTLNetRegressor(max_iter=12, early_stopping=True, n_iter_no_change=3, learning_rate=0.05,
                           random_state=0, **FAST).fit(X, Y)
     valid = est.history_[:, "valid_loss"]
-    inputs = est._encoder.transform(X)
+    inputs = est.feature_encoder_.transform(X)
     data = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"],
                          est._core_targets(Y).astype(np.float32))
     _, valid_ds = est.net_.get_split_datasets(data)
@@ -177,7 +177,7 @@ def test_auto_core_loss_is_ziln_for_amounts_and_mse_otherwise(funnel):
     fit = lambda y, **kw: HTLNetRegressor(max_iter=1, **FAST, **kw).fit(X, y)  # noqa: E731
     amounts = fit(Y)
     assert (amounts.core_loss_, amounts.target_transform_) == ("ziln", "none")
-    assert amounts.net_.module_(**{k: torch.as_tensor(v) for k, v in amounts._encoder.transform(X[:3]).items()}).shape == (3, 5)
+    assert amounts.net_.module_(**{k: torch.as_tensor(v) for k, v in amounts.feature_encoder_.transform(X[:3]).items()}).shape == (3, 5)
     signed = fit(Y.assign(core=Y["core"] - 5))  # a signed target still fits with the defaults
     assert (signed.core_loss_, signed.target_transform_) == ("mse", "standardize")
     assert np.isfinite(signed.predict(X)).all()
@@ -203,7 +203,7 @@ def test_log1p_retransformation_estimates_the_conditional_mean():
     p_iso, p_smear = iso.predict(X[test])[:, -1], smear.predict(X[test])[:, -1]
     # the ranking is the network's: the calibration is monotone and breaks no ties
     assert np.corrcoef(np.argsort(np.argsort(p_iso)), np.argsort(np.argsort(iso._forward(
-        FunnelDataset(**iso._encoder.transform(X[test])))[:, -1])))[0, 1] > 0.9999
+        FunnelDataset(**iso.feature_encoder_.transform(X[test])))[:, -1])))[0, 1] > 0.9999
     # overall mean within 15% of the true mean (the sample mean's standard error here is about 5%)
     assert p_iso.mean() == pytest.approx(t.mean(), rel=0.15)
     # the top quintile holds most of the value: isotonic gets within 30% of it, smearing does not

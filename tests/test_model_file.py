@@ -372,8 +372,8 @@ def test_multiindex_and_int_column_labels_round_trip(funnel, tmp_path, labels):
     est = HTLNetRegressor(**FAST).fit(X, Y)
     save_model(est, tmp_path / "m.htlnet")
     loaded = load_model(tmp_path / "m.htlnet")
-    assert loaded._encoder._columns == est._encoder._columns
-    assert [type(c) for c in loaded._encoder._columns] == [type(c) for c in est._encoder._columns]
+    assert loaded.feature_encoder_._columns == est.feature_encoder_._columns
+    assert [type(c) for c in loaded.feature_encoder_._columns] == [type(c) for c in est.feature_encoder_._columns]
     np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
 
 
@@ -383,7 +383,7 @@ def test_a_model_fitted_on_an_array_round_trips(funnel, tmp_path):
     est = HTLNetRegressor(**FAST, categorical_features=[0, 1]).fit(values, Y.to_numpy())
     save_model(est, tmp_path / "m.htlnet")
     loaded = load_model(tmp_path / "m.htlnet")
-    assert not hasattr(loaded, "feature_names_in_") and loaded._encoder._columns == [0, 1, 2, 3]
+    assert not hasattr(loaded, "feature_names_in_") and loaded.feature_encoder_._columns == [0, 1, 2, 3]
     np.testing.assert_array_equal(loaded.predict(values), est.predict(values))
 
 

@@ -39,7 +39,7 @@ def test_partial_fit_over_parquet_batches_learns_like_an_in_memory_fit(tmp_path)
             largest = max(largest, len(chunk))
             est.partial_fit(chunk.drop(columns=TARGETS), chunk[TARGETS])
         scores.append(est.score(X, Y))
-    assert largest == 1000 and est._encoder.categorical_mask_.sum() == 3
+    assert largest == 1000 and est.feature_encoder_.categorical_mask_.sum() == 3
     assert scores[-1] > scores[0]
     in_memory = HTLNetRegressor(**FAST, max_iter=6, early_stopping=False).fit(X, Y).score(X, Y)
     assert scores[-1] > in_memory - 0.05
@@ -54,5 +54,5 @@ def test_categories_missing_from_the_first_call_go_to_the_out_of_vocabulary_row(
     rest = pd.concat([file.read_row_group(i).to_pandas() for i in range(1, file.num_row_groups)])
     unseen = ~rest["cat_0"].isin(first["cat_0"])
     assert unseen.any()
-    ids = est._encoder.transform(rest.drop(columns=TARGETS))["cat"][:, 0]
+    ids = est.feature_encoder_.transform(rest.drop(columns=TARGETS))["cat"][:, 0]
     assert (ids[unseen.to_numpy()] == 0).all()  # OOV_ID: documented, so the first call must cover the categories

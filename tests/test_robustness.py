@@ -92,7 +92,7 @@ def test_missing_numeric_values_are_supported_like_histgradientboosting(funnel):
     est = HTLNetRegressor(**FAST).fit(X, Y)
     pred = est.predict(X)
     assert np.isfinite(pred).all()
-    enc = est._encoder.transform(X)
+    enc = est.feature_encoder_.transform(X)
     assert enc["num_missing"][:, 0].sum() == (X.index % 5 == 0).sum()
     # a missing value is embedded by its own learned vector, not imputed to a number
     assert not np.array_equal(est.predict(X.iloc[:5]), est.predict(X.iloc[:5].assign(num_0=0.0)))
@@ -146,14 +146,14 @@ def test_unseen_categories_map_to_the_oov_row(funnel, fitted):
     X, _ = funnel
     new = X.iloc[:3].copy()
     new["cat_0"] = pd.Categorical([10_001, 10_002, 10_003])
-    ids = fitted._encoder.transform(new)["cat"][:, 0]
+    ids = fitted.feature_encoder_.transform(new)["cat"][:, 0]
     assert (ids == OOV_ID).all()
     pred = fitted.predict(new)
     assert np.isfinite(pred).all()
     same = new.assign(cat_0=pd.Categorical([20_000, 20_000, 20_000]))
     np.testing.assert_array_equal(pred, fitted.predict(same))  # every unseen value is the OOV row
     missing = new.assign(cat_0=pd.Categorical([None, None, None], categories=[1]))
-    assert (fitted._encoder.transform(missing)["cat"][:, 0] == MISSING_ID).all()
+    assert (fitted.feature_encoder_.transform(missing)["cat"][:, 0] == MISSING_ID).all()
 
 
 def test_categories_of_another_type_than_in_fit_are_named_in_a_warning(funnel, fitted):
@@ -245,7 +245,7 @@ def test_ctrl_c_leaves_a_usable_estimator_with_the_best_weights(funnel):
                           n_iter_no_change=50, callbacks=[_Interrupt(6)]).fit(X, Y)
     assert est.n_iter_ == 6
     valid = est.history_[:, "valid_loss"]
-    inputs = est._encoder.transform(X)
+    inputs = est.feature_encoder_.transform(X)
     data = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"], est._core_targets(Y).astype(np.float32))
     _, valid_ds = est.net_.get_split_datasets(data)
     total = sum(est.net_.validation_step(b)["loss"].item() * len(b[1]) for b in est.net_.get_iterator(valid_ds))

@@ -41,7 +41,7 @@ def test_pipeline_with_column_transformer(hillstrom):
     pipe = Pipeline([("pre", pre), ("htlnet", HTLNetRegressor(**FAST))]).fit(X, Y)
     est = pipe[-1]
     # categorical columns kept their dtype through the passthrough and are embedded natively
-    assert est._encoder.categorical_mask_.sum() == 4
+    assert est.feature_encoder_.categorical_mask_.sum() == 4
     assert set(est.feature_names_in_) == set(X.columns)
     pred = pipe.predict(X)
     assert pred.shape == (3000, 3) and np.isfinite(pred).all()
@@ -160,7 +160,7 @@ def test_dataframe_column_kinds():
                       "core": rng.gamma(1.0, 10.0, n) * (X["f"] > 0)})
     est = HTLNetRegressor(**FAST).fit(X, y)
     assert list(est.feature_names_in_) == list(X.columns) and est.n_features_in_ == 9
-    assert list(est._encoder.categorical_mask_) == [False, False, False, True, True, True, False, False, False]
+    assert list(est.feature_encoder_.categorical_mask_) == [False, False, False, True, True, True, False, False, False]
     pred = est.predict(X)
     assert pred.shape == (n, 2) and np.isfinite(pred).all()
     frame = est.predict_frame(X)
