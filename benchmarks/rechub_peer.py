@@ -18,7 +18,7 @@ import torch
 from sklearn.utils import check_random_state
 from torch.nn import functional as F
 
-from sk_htlnet.estimator import _CoreTransform
+from sk_htlnet.core_transform import CoreTransform
 from sk_htlnet.net import FunnelDataset, FunnelValidSplit
 from sk_htlnet.preprocessing import FeatureEncoder
 
@@ -73,7 +73,7 @@ def fit(name, X, Y, seed, max_iter, sizes):
     inputs = enc.fit_transform(X)
     values = Y.to_numpy(dtype=np.float64)
     k = values.shape[1] - 1
-    transform = _CoreTransform("log1p" if np.nanmin(values[:, k]) >= 0 else "standardize").fit(values[:, k])
+    transform = CoreTransform("log1p" if np.nanmin(values[:, k]) >= 0 else "standardize").fit(values[:, k])
     y_model = values.copy()
     y_model[:, k] = transform.forward(values[:, k])
     data = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"], y_model.astype(np.float32))

@@ -1,7 +1,7 @@
 """sk_htlnet: HTLNet (Tang et al., RecSys 2024) for hybrid funnel targets, as a scikit-learn estimator."""
 
 from .estimator import HTLNetRegressor
-from .net import TrainingDivergedError
+from .divergence import TrainingDivergedError
 
 __all__ = ["HTLNetRegressor", "TrainingDivergedError"]
 __version__ = "0.1.0.dev0"

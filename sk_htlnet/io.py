@@ -12,25 +12,26 @@ writes a zip archive holding
 
 :func:`load_model` treats the file as untrusted data.  It reads at most ``max_bytes`` from it (the
 file and its members after decompression, whatever the zip headers declare), checks every field
-against a schema (``sk_htlnet._model_schema``: types, ranges, caps on sizes, and the fields
-against each other: the encoding against the columns, the net's settings against the encoding and
-the parameters, the weights' shapes against the settings) before it allocates anything the file
-declares, then builds the net and runs a probe prediction through the whole pipeline.  Any problem with the file is a
+against a schema (types, ranges, caps on sizes, and the fields against each other: the encoding
+against the columns, the net's settings against the encoding and the parameters, the weights'
+shapes against the settings) before it allocates anything the file declares, then builds the net
+and runs a probe prediction through the whole pipeline.  Any problem with the file is a
 :class:`ModelFileError` naming the field.  Nothing in the file is executed, no setting in it names a
 path or a skorch internal (``checkpoint_dir``, ``net_kwargs`` and ``callbacks`` are not stored), and
 loading writes nothing.  The digests detect corruption and accidental edits; they are not a
 signature (anyone able to edit the file can recompute them), which the checks above do not rely on.
+
+The mechanics live in private sibling modules: ``_model_archive`` (the zip container, read under
+size caps), ``_json_input`` (parsing untrusted JSON), ``_model_fields`` (the error, the caps, checks
+of single fields), ``_model_schema`` and ``_model_net_spec`` (``config.json``), ``_model_weights``
+(``weights.safetensors`` against a meta-device build).  The estimator is read and rebuilt through
+its documented state methods (``fitted_state``, ``set_fitted_state``, ``check_params``).
 """
 
-import errno
-import hashlib
 import json
 import numbers
-import os
 import re
-import stat
 import warnings
-import zipfile
 
 import numpy as np
 import pandas as pd
@@ -39,8 +40,11 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from skorch.callbacks import LoadInitState
 
-from . import _model_schema as schema
-from ._model_schema import FORMAT, VERSION, ModelFileError
+from ._json_input import parse_json
+from ._model_archive import config_cap, open_regular, read_archive, write_archive
+from ._model_fields import ModelFileError, encode_value
+from ._model_schema import FORMAT, NOT_STORED, VERSION, check_config, check_params
+from ._model_weights import check_weights_header, expected_state
 
 __all__ = ["ModelFileError", "load_model", "save_model"]
 
@@ -48,16 +52,7 @@ DEFAULT_MAX_BYTES = 2 << 30
 """Default ``max_bytes`` of :func:`load_model`: 2 GiB, for the file and for its members after
 decompression (a model with 500 million float32 weights)."""
 
-_MEMBERS = ("config.json", "manifest.json", "weights.safetensors")
-_MAX_MANIFEST = 4096
-_MAX_CENTRAL_DIRECTORY = 1 << 20  # three entries, each with at most 64 KiB of name, extra field, comment
-_CHUNK = 1 << 20
-# A member may decompress to at most 200 times its compressed size plus 16 MiB: deflate reaches
-# about 1000:1 on filler (zeros, spaces), while JSON settings compress 3-10:1 and weights about 1:1.
-_MAX_EXPANSION = 200
-_EXPANSION_SLACK = 16 << 20
 _PROBE_CATEGORIES = 1024  # categories of each field the probe covers (plus its out-of-vocabulary row)
-_CONFIG_FLOOR = 16 << 20  # config.json may have max_bytes // 8 bytes, and at least this (or max_bytes)
 
 
 # ---- save ---------------------------------------------------------------------------------------
@@ -72,8 +67,8 @@ def _plain(value):
 
 def _jsonable_params(est):
     params = est.get_params(deep=False)
-    dropped = [name for name in schema.NOT_STORED if params.get(name) not in (None, [], {})]
-    for name in schema.NOT_STORED:
+    dropped = [name for name in NOT_STORED if params.get(name) not in (None, [], {})]
+    for name in NOT_STORED:
         params[name] = None
     if not isinstance(params["random_state"], (numbers.Integral, type(None))):
         params["random_state"] = None
@@ -84,7 +79,7 @@ def _jsonable_params(est):
     except (TypeError, ValueError) as exc:
         raise ValueError(f"save_model cannot store a parameter as JSON: {exc}; use pickle") from exc
     try:  # what load_model refuses is not written (n_threads or a size above the caps, ...)
-        schema.check_params(params, field="parameters")
+        check_params(params, field="parameters")
     except ModelFileError as exc:
         raise ValueError(f"save_model cannot store these parameters: {exc}") from None
     return params, dropped
@@ -92,7 +87,7 @@ def _jsonable_params(est):
 
 def _encode_all(values, what, tuples=False):
     try:
-        return [schema.encode_value(v, tuples) for v in values]
+        return [encode_value(v, tuples) for v in values]
     except TypeError as exc:
         raise ValueError(
             f"{what} holds a value of type {exc} that the model file cannot store (str, int, float and "
@@ -131,9 +126,9 @@ def save_model(estimator, path):
 
     check_is_fitted(estimator, "net_")
     enc = estimator.feature_encoder_
-    vocabularies = [_encode_all(vocab, f"column {column!r}") for column, vocab in zip(enc._cat_cols,
-                                                                                      enc.vocabularies_)]
-    columns = list(enc._columns)
+    columns = enc.columns_
+    categorical = [c for c, m in zip(columns, enc.categorical_mask_) if m]
+    vocabularies = [_encode_all(vocab, f"column {column!r}") for column, vocab in zip(categorical, enc.vocabularies_)]
     for c in columns:
         if isinstance(c, tuple) and any(isinstance(part, tuple) for part in c):
             raise ValueError(f"the column label {c!r} nests tuples, which the model file cannot store; use pickle")
@@ -142,6 +137,7 @@ def save_model(estimator, path):
         raise ValueError("the column labels mix tuples of different lengths or tuples and scalars, which the model "
                          "file cannot store (a MultiIndex has tuples of one length); use pickle")
     params, dropped = _jsonable_params(estimator)
+    state = estimator.fitted_state()
     transform = estimator.core_transform_
     config = {
         "format": FORMAT,
@@ -160,27 +156,19 @@ def save_model(estimator, path):
             "max": enc.max_.tolist(),
             "bin_edges": [e.tolist() for e in enc.bin_edges_],
             "target_names": list(estimator.target_names_),
-            "y_1d": bool(estimator._y_1d),
+            "y_1d": state["y_1d"],
             "target_transform": estimator.target_transform_,
             "transform": {"mean": transform.mean, "std": transform.std, "smearing": transform.smearing,
                           "low": transform.low, "high": transform.high,
                           "knots_z": None if transform.knots_z is None else transform.knots_z.tolist(),
                           "knots_y": None if transform.knots_y is None else transform.knots_y.tolist()},
-            "net_spec": estimator._net_spec_,
+            "net_spec": state["net_spec"],
             "n_iter": int(estimator.n_iter_),
         },
     }
     config_bytes = json.dumps(config).encode("utf-8")
     state = {k: v.detach().cpu().contiguous() for k, v in estimator.net_.module_.state_dict().items()}
-    weights_bytes = save_safetensors(state)
-    manifest = {
-        "config.json": hashlib.sha256(config_bytes).hexdigest(),
-        "weights.safetensors": hashlib.sha256(weights_bytes).hexdigest(),
-    }
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("config.json", config_bytes)
-        archive.writestr("weights.safetensors", weights_bytes)
-        archive.writestr("manifest.json", json.dumps(manifest))
+    write_archive(path, config_bytes, save_safetensors(state))
     if dropped:
         warnings.warn(
             f"save_model did not store {dropped}: a model file holds data only, and a path, skorch settings "
@@ -190,96 +178,11 @@ def save_model(estimator, path):
 
 
 # ---- load ---------------------------------------------------------------------------------------
-def _check_central_directory(f, size):
-    """Refuse, from the end-of-archive record, an archive that declares other than three members or a
-    central directory too large for three, before zipfile parses it (ZipFile reads every entry)."""
-    tail_size = min(size, 22 + 65535)
-    f.seek(size - tail_size)
-    tail = f.read(tail_size)
-    at = len(tail) - 22 if tail[-22:-18] == b"PK\x05\x06" else tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < 22:
-        raise ModelFileError("not an sk_htlnet model file (not a zip archive)")
-    declared = [(int.from_bytes(tail[at + 10:at + 12], "little"), int.from_bytes(tail[at + 12:at + 16], "little"))]
-    eocd = size - tail_size + at
-    if eocd >= 20:  # a zip64 locator right before the record: zipfile then trusts the zip64 record's counts
-        f.seek(eocd - 20)
-        locator = f.read(20)
-        if locator[:4] == b"PK\x06\x07":
-            record_at = int.from_bytes(locator[8:16], "little")
-            if record_at + 56 > eocd - 20:
-                raise ModelFileError("not an sk_htlnet model file (a zip64 locator points outside the archive)")
-            f.seek(record_at)
-            record = f.read(56)
-            if record[:4] != b"PK\x06\x06":
-                raise ModelFileError("not an sk_htlnet model file (a zip64 locator points to no zip64 record)")
-            declared += [(int.from_bytes(record[24:32], "little"), int.from_bytes(record[40:48], "little")),
-                         (int.from_bytes(record[32:40], "little"), int.from_bytes(record[40:48], "little"))]
-    for entries, directory in declared:
-        if entries != len(_MEMBERS) or directory > _MAX_CENTRAL_DIRECTORY:
-            raise ModelFileError(f"unexpected archive members: the archive declares {entries} members and a "
-                                 f"{directory}-byte directory; expected the {len(_MEMBERS)} members "
-                                 f"{list(_MEMBERS)}")
-    f.seek(0)
-
-
-def _read_member(archive, info, limit, why):
-    """At most ``limit`` bytes of a member (``why``: the limit's name), decompressed chunk by chunk:
-    its size in the zip header is not trusted, its compressed size is (zipfile reads no more than
-    that from the file)."""
-    expansion = _MAX_EXPANSION * info.compress_size + _EXPANSION_SLACK
-    if expansion < limit:
-        limit = expansion
-        why = f"{_MAX_EXPANSION} times its {info.compress_size} compressed bytes + 16 MiB (a zip bomb)"
-    parts, total = [], 0
-    with archive.open(info) as member:
-        while True:
-            chunk = member.read(min(_CHUNK, limit + 1 - total))
-            if not chunk:
-                break
-            parts.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                raise ModelFileError(f"{info.filename} decompresses to more than {limit} bytes, {why}")
-    return b"".join(parts)
-
-
-def _read_archive(f, max_bytes):
-    """The three members' bytes from the open file ``f``, after bounded reads and the digest check."""
-    size = os.fstat(f.fileno()).st_size
-    if size > max_bytes:
-        raise ModelFileError(f"the file has {size} bytes, more than max_bytes={max_bytes}")
-    _check_central_directory(f, size)
-    with zipfile.ZipFile(f) as archive:
-        infos = archive.infolist()
-        names = sorted(info.filename for info in infos)
-        if names != sorted(_MEMBERS):
-            raise ModelFileError(f"unexpected archive members {names[:10]}; expected {sorted(_MEMBERS)}")
-        members, budget = {}, max_bytes
-        for info in infos:
-            config_cap = max(max_bytes // 8, min(max_bytes, _CONFIG_FLOOR))
-            if info.filename == "manifest.json" and budget > _MAX_MANIFEST:
-                limit, why = _MAX_MANIFEST, f"the manifest's limit of {_MAX_MANIFEST} bytes"
-            elif info.filename == "config.json" and budget > config_cap:
-                limit, why = config_cap, (f"the limit of config.json, max_bytes // 8 (at least 16 MiB) = {config_cap} "
-                                          "(parsing JSON takes up to about 15 times its size)")
-            else:
-                limit, why = budget, f"what is left of max_bytes={max_bytes} after the other members"
-            members[info.filename] = _read_member(archive, info, limit, why)
-            budget -= len(members[info.filename])
-    manifest = schema.parse_json(members["manifest.json"], "manifest.json")
-    schema._dict(manifest, "manifest.json", ("config.json", "weights.safetensors"))
-    for name in ("config.json", "weights.safetensors"):
-        if hashlib.sha256(members[name]).hexdigest() != manifest[name]:
-            raise ModelFileError(f"{name} does not match its digest in the manifest: the file was altered")
-    return members
-
-
 def _check_device_argument(device):
     from .estimator import HTLNetRegressor
 
     probe = HTLNetRegressor(device=device)
-    probe._validate_params()
-    probe._check_setup()
+    probe.check_params()
     target = torch.device(device)
     if target.type == "cuda" and target.index is not None and target.index >= torch.cuda.device_count():
         raise ValueError(f"device={device!r}, but torch sees {torch.cuda.device_count()} GPU(s)")
@@ -329,7 +232,7 @@ def _probe_frame(enc):
             values = np.linspace(enc.min_[j], enc.max_[j], n + 1)
             columns[position] = pd.Series(np.r_[values, np.nan], dtype=np.float64)
     frame = pd.DataFrame(columns)
-    frame.columns = pd.Index(enc._columns)
+    frame.columns = pd.Index(enc.columns_)
     return frame
 
 
@@ -353,29 +256,9 @@ def _probe(est):
             raise ModelFileError(f"{what} fails with {type(exc).__name__}: {str(exc)[:300]}") from exc
         finally:
             est.n_threads = n_threads
-    shape = (rows,) if est._y_1d else (rows, est.n_stages_ + 1)
+    shape = (rows,) if est.fitted_state()["y_1d"] else (rows, est.n_stages_ + 1)
     if pred.shape != shape or not np.isfinite(pred).all():
         raise ModelFileError(f"{what} has shape {pred.shape} (expected {shape}) or is not finite")
-
-
-def _open_regular(path):
-    """Open ``path`` for reading without blocking (a FIFO or a device would block or never end) and
-    require a regular file: a folder raises IsADirectoryError, as open() does, anything else that is
-    not a regular file is a ModelFileError."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
-        if not stat.S_ISREG(mode):
-            raise ModelFileError(f"{os.fspath(path)!r} is not a regular file (a pipe, socket or device): "
-                                 "a model file is read from a regular file")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
@@ -449,29 +332,31 @@ def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
     if device is not None:  # clear errors for a device that is not one, or a GPU that is not there
         _check_device_argument(device)
     notes = []
-    with _open_regular(path) as f:  # a path that cannot be opened raises OSError, as open() does
+    with open_regular(path) as f:  # a path that cannot be opened raises OSError, as open() does
         try:
-            members = _read_archive(f, max_bytes)
+            members = read_archive(f, max_bytes)
         except (ModelFileError, MemoryError):
             raise
         except Exception as exc:  # zipfile's errors (BadZipFile, an unsupported compression, ...)
             raise ModelFileError(f"the file is not a readable zip archive: {type(exc).__name__}: "
                                  f"{str(exc)[:300]}") from exc
     try:
-        est, spec, dropped = schema.check_config(schema.parse_json(members.pop("config.json"), "config.json"))
+        config = parse_json(members.pop("config.json"), "config.json", config_cap(max_bytes), ModelFileError)
+        est, fitted, dropped = check_config(config)
+        del config
+        spec = fitted["net_spec"]
         if dropped:
             notes.append(f"the model file sets {dropped}, which a model file does not carry (a path, skorch "
                          "settings or callbacks would steer the loaded estimator): reset to None")
         est.device = device if device is not None else _stored_device(est, notes)
         weights = members.pop("weights.safetensors")
-        schema.check_weights_header(weights, schema.expected_state(spec))
+        check_weights_header(weights, expected_state(spec))
         state = load_safetensors(weights)
         del weights
         for name, tensor in state.items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise ModelFileError(f"weights.safetensors {name}: expected finite values")
-        net = est._make_net(spec, seed=0, early=False)
-        net.initialize()
+        net = est.set_fitted_state(fitted).net_  # built from the checked spec, initialised
         derived = {name: buffer for name, buffer in net.module_.state_dict().items()
                    if name not in dict(net.module_.named_parameters())}
         for name, buffer in derived.items():  # bin_low, bin_width: computed from the checked numeric_edges
@@ -483,9 +368,6 @@ def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
         for _, callback in net.callbacks_:  # none from a file (no checkpoint_dir); a loaded net keeps its weights
             if isinstance(callback, LoadInitState):
                 callback.did_load_ = True
-        est.net_ = net
-        est.history_ = net.history
-        est._built_with = est._params_in_net()
         _probe(est)
     except ModelFileError:
         raise

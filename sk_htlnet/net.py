@@ -7,309 +7,20 @@ a fixed seed gives bit-identical fits on CPU without touching the global torch s
 """
 
 import contextlib
-import copy
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from skorch import NeuralNet
-from skorch.callbacks import PassthroughScoring
+from skorch.callbacks import EarlyStopping, PassthroughScoring
 from skorch.utils import TeeGenerator, to_tensor
 from torch import nn
-from torch.nn import functional as F
 
+from .core_losses import CORE_LOSSES, core_loss_width, core_mean  # noqa: F401 (their home: sk_htlnet.core_losses)
+from .data import BatchIterator, FunnelDataset, FunnelValidSplit  # noqa: F401 (their home: sk_htlnet.data)
 from .divergence import TrainingDivergedError, find_monitor
+from .losses import HybridLoss
 
-__all__ = ["BatchIterator", "FunnelDataset", "FunnelValidSplit", "HybridLoss", "HybridNet",
-           "core_loss_width", "core_mean"]
-
-INPUT_KEYS = ("cat", "num", "num_missing")
-
-
-class FunnelDataset(torch.utils.data.Dataset):
-    """Tensors of an encoded funnel data set, built once and sliced per batch.
-
-    Parameters
-    ----------
-    cat : int32 or int64 array-like (n, n_categorical)
-        Per-field ids, kept in their integer type (other types become int64).
-    num : float32 array-like (n, n_numeric), missing values set to 0
-    num_missing : bool array-like (n, n_numeric)
-    y : float32 array-like (n, n_tasks), NaN for a missing label, optional
-    sample_weight : float32 array-like (n,), optional
-        Per-row loss weights; batches then carry them under the key ``"sample_weight"``.
-
-    Notes
-    -----
-    Arrays of the right dtype are shared with the caller, not copied.  :meth:`subset` gives a view
-    of some rows: the tensors stay shared and only the row indices are stored (``rows``).
-    """
-
-    def __init__(self, cat, num, num_missing, y=None, sample_weight=None):
-        self.cat = torch.as_tensor(cat)
-        if self.cat.dtype not in (torch.int32, torch.int64):
-            self.cat = self.cat.long()
-        self.num = torch.as_tensor(num, dtype=torch.float32)
-        self.num_missing = torch.as_tensor(num_missing, dtype=torch.bool)
-        self.y = None if y is None else torch.as_tensor(y, dtype=torch.float32)
-        self.sample_weight = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
-        self.rows = None  # int64 row indices of a view made by subset(); None: every row
-
-    def __len__(self):
-        return self.cat.shape[0] if self.rows is None else self.rows.numel()
-
-    def _slice(self, idx):
-        if self.rows is not None:
-            idx = self.rows[idx]
-        x = {"cat": self.cat[idx], "num": self.num[idx], "num_missing": self.num_missing[idx]}
-        if self.sample_weight is not None:
-            x["sample_weight"] = self.sample_weight[idx]
-        y = None if self.y is None else self.y[idx]
-        return x, y
-
-    def __getitem__(self, i):
-        x, y = self._slice(i)
-        return x, (torch.zeros(0) if y is None else y)
-
-    def targets(self):
-        """The labels of this data set's rows, float32 (len(self), n_tasks), or None."""
-        if self.y is None or self.rows is None:
-            return self.y
-        return self.y[self.rows]
-
-    def subset(self, idx):
-        """A view of the rows ``idx`` of this data set (positions in it): no tensor is copied."""
-        view = copy.copy(self)
-        idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-        view.rows = idx if self.rows is None else self.rows[idx]
-        return view
-
-
-class BatchIterator:
-    """Yields ``(X_dict, y)`` batches by slicing a :class:`FunnelDataset` (no per-row Python)."""
-
-    def __init__(self, dataset, batch_size, shuffle=False, generator=None):
-        self.dataset = dataset
-        self.batch_size = int(batch_size)
-        self.shuffle = shuffle
-        self.generator = generator
-
-    def __len__(self):
-        return -(-len(self.dataset) // self.batch_size)
-
-    def __iter__(self):
-        n = len(self.dataset)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
-            stop = min(start + self.batch_size, n)
-            idx = order[start:stop] if order is not None else slice(start, stop)
-            yield self.dataset._slice(idx)
-
-
-class FunnelValidSplit:
-    """Hold out a validation fraction, stratified on funnel depth, never on the core target.
-
-    The funnel depth of a row is the number of stages it passed (0..k).  Stratifying on it keeps the
-    rare late stages represented in the validation set; with missing stage labels, or a depth class
-    too small to split, the split is a plain shuffle.
-
-    Parameters
-    ----------
-    validation_fraction : float in (0, 1)
-    n_stages : int
-    random_state : int or None
-    """
-
-    def __init__(self, validation_fraction, n_stages, random_state=None):
-        self.validation_fraction = validation_fraction
-        self.n_stages = n_stages
-        self.random_state = random_state
-
-    def __call__(self, dataset, y=None, **fit_params):
-        n = len(dataset)
-        stratify = None
-        y = dataset.targets()
-        if self.n_stages and y is not None:
-            stages = y[:, : self.n_stages].numpy()
-            if not np.isnan(stages).any():
-                depth = stages.sum(axis=1).astype(int)
-                counts = np.bincount(depth)
-                n_valid = int(np.ceil(self.validation_fraction * n))
-                n_classes = (counts > 0).sum()
-                if counts[counts > 0].min() >= 2 and min(n_valid, n - n_valid) >= n_classes:
-                    stratify = depth
-        train_idx, valid_idx = train_test_split(
-            np.arange(n),
-            test_size=self.validation_fraction,
-            random_state=self.random_state,
-            stratify=stratify,
-        )
-        return dataset.subset(np.sort(train_idx)), dataset.subset(np.sort(valid_idx))
-
-
-CORE_LOSSES = ("mse", "ziln", "tweedie")
-_HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
-
-
-def core_loss_width(core_loss):
-    """Outputs of the core head each core loss needs: 3 for "ziln" (logit, mu, sigma), else 1."""
-    return 3 if core_loss == "ziln" else 1
-
-
-ZILN_MIN_SIGMA = 1e-3  # the floor of the lognormal's sigma (also behind the ZILN loss's lower bound)
-
-
-def ziln_parameters(out):
-    """(logit, mu, sigma) of the zero-inflated lognormal from the core head's 3 outputs (..., 3)."""
-    logit, mu, raw_sigma = out.unbind(-1)
-    return logit, mu, F.softplus(raw_sigma).clamp(min=ZILN_MIN_SIGMA, max=20.0)
-
-
-def core_mean(out, core_loss):
-    """Conditional mean of the (scaled) core target from the core head's outputs, float (n,).
-
-    "mse": the output itself.  "ziln": ``sigmoid(logit) * exp(mu + sigma^2 / 2)`` (the mean of a
-    lognormal times the probability of a positive amount; Wang et al., 2019).  "tweedie": ``exp(eta)``
-    (log link).  Works on torch tensors and NumPy arrays alike.
-    """
-    if core_loss == "mse":
-        return out[..., 0]
-    is_torch = isinstance(out, torch.Tensor)
-    t = out if is_torch else torch.as_tensor(out)
-    if core_loss == "ziln":
-        logit, mu, sigma = ziln_parameters(t)
-        mean = torch.sigmoid(logit) * torch.exp((mu + 0.5 * sigma**2).clamp(max=80.0))
-    else:
-        mean = torch.exp(t[..., 0].clamp(max=80.0))
-    return mean if is_torch else mean.numpy()
-
-
-class HybridLoss(nn.Module):
-    """Per-task losses for hybrid targets (HTLNet §3): BCE for each stage, ``core_loss`` for the core.
-
-    Parameters
-    ----------
-    n_stages : int
-        Number k of binary stages (the first k columns).
-    core_scale : float, default=1.0
-        Variance of the (transformed) core target on the training data; the *monitored* total
-        divides the core MSE by it so that no task dominates by its units (DESIGN.md).
-    task_weights : sequence of float, optional
-        Static weight of each task in the optimised loss (default all 1).
-    pos_weight : sequence of float, optional
-        Weight of the positive class in each stage's BCE (``torch`` ``pos_weight``); default all 1.
-    uncertainty : bool, default=False
-        Learn Kendall et al.'s (2018) per-task log-variances ``s_t`` and optimise
-        ``exp(-s) L + s / 2`` per stage and ``exp(-s) L / 2 + s / 2`` for the core (see :meth:`objective`).
-    core_loss : {"mse", "ziln", "tweedie"}, default="mse"
-        Loss of the core target y (a non-negative amount for "ziln" and "tweedie"):
-
-        - "mse": ``(out - y)^2`` (HTLNet §3);
-        - "ziln": the negative log-likelihood of the zero-inflated lognormal (Wang et al., 2019,
-          "A Deep Probabilistic Model for Customer Lifetime Value Prediction", eq. 2-4): the BCE of
-          ``1[y > 0]`` on ``logit``, plus, for ``y > 0``,
-          ``log y + log sigma + log(2 pi) / 2 + (log y - mu)^2 / (2 sigma^2)``;
-        - "tweedie": the Tweedie negative log-likelihood with log link and power ``p`` (up to terms
-          free of the prediction; Jorgensen, 1987): ``-y exp((1 - p) eta) / (1 - p) + exp((2 - p) eta) / (2 - p)``.
-    tweedie_power : float in (1, 2), default=1.5
-    core_loss_scale : float, default=1.0
-        Factor of the core's squared error (``core_loss="mse"``): the estimator trains
-        ``target_transform="none"`` on the standardised core z and passes the core's training
-        variance here, so that the loss is the squared error in the target's own units (HTLNet §3's
-        raw MSE) while the network's outputs stay of order 1 (capped at 1e12, see
-        ``core_report_scale``).
-    core_report_scale : float, default=1.0
-        Factor from the optimised core loss to the one the history reports (float64): the core's
-        variance over ``core_loss_scale`` when the cap applies, so the history always holds the
-        squared error in the target's units.
-
-    Notes
-    -----
-    ``forward(y_pred, y_true, sample_weight=None)`` takes float32 (batch, k + m) stage logits and the
-    core head's m outputs (:func:`core_loss_width`), float32 (batch, k + 1) labels with NaN for
-    missing, and optional float32 (batch,) row weights; returns float32 (k + 1,) per-task (weighted)
-    mean losses over the observed labels.  A task with no observed label in the batch gets loss 0
-    and no gradient.
-    """
-
-    def __init__(self, n_stages, core_scale=1.0, task_weights=None, pos_weight=None, uncertainty=False,
-                 core_loss="mse", tweedie_power=1.5, core_loss_scale=1.0, core_report_scale=1.0):
-        super().__init__()
-        if core_loss not in CORE_LOSSES:
-            raise ValueError(f"core_loss must be one of {CORE_LOSSES}, got {core_loss!r}")
-        self.core_loss = core_loss
-        self.tweedie_power = float(tweedie_power)
-        self.core_loss_scale = float(core_loss_scale)
-        self.core_report_scale = float(core_report_scale)
-        self.log_vars = nn.Parameter(torch.zeros(int(n_stages) + 1)) if uncertainty else None
-        pos = torch.ones(int(n_stages)) if pos_weight is None else pos_weight
-        self.register_buffer("pos_weight", torch.as_tensor(pos, dtype=torch.float32))
-        self.n_stages = int(n_stages)
-        self.core_scale = float(core_scale)
-        weights = torch.ones(self.n_stages + 1) if task_weights is None else task_weights
-        self.register_buffer("task_weights", torch.as_tensor(weights, dtype=torch.float32))
-        monitor = torch.ones(self.n_stages + 1)
-        monitor[-1] = 1.0 / self.core_scale
-        self.register_buffer("monitor_weights", monitor)
-
-    def history_factors(self):
-        """Factors from each task's optimised loss to the loss the history reports, float64 (k + 1,):
-        1 for every task but the core's ``core_report_scale`` (the squared error in the target's
-        units under a capped ``core_loss_scale``; 1 for a criterion pickled before it existed)."""
-        factors = np.ones(self.n_stages + 1)
-        factors[-1] = getattr(self, "core_report_scale", 1.0)
-        return factors
-
-    def objective(self, task_losses):
-        """The per-task terms that are optimised (:meth:`objective_term` of each), float32 (k + 1,)."""
-        return torch.stack([self.objective_term(t, loss) for t, loss in enumerate(task_losses)])
-
-    def core_per_row(self, out, y):
-        """Per-row core loss, (batch,), for the core head's outputs ``out`` (batch, m) and labels y."""
-        if self.core_loss == "mse":
-            error = (out[:, 0] - y) ** 2
-            return error if self.core_loss_scale == 1.0 else self.core_loss_scale * error
-        if self.core_loss == "ziln":
-            logit, mu, sigma = ziln_parameters(out)
-            positive = y > 0
-            bce = F.binary_cross_entropy_with_logits(logit, positive.to(out.dtype), reduction="none")
-            log_y = torch.log(torch.where(positive, y, torch.ones_like(y)))
-            nll = log_y + torch.log(sigma) + _HALF_LOG_2PI + 0.5 * ((log_y - mu) / sigma) ** 2
-            return bce + torch.where(positive, nll, torch.zeros_like(nll))
-        p = self.tweedie_power
-        eta = out[:, 0].clamp(-40.0, 40.0)
-        return -y * torch.exp((1 - p) * eta) / (1 - p) + torch.exp((2 - p) * eta) / (2 - p)
-
-    def task_loss(self, t, out, y_true, sample_weight=None):
-        """Task t's (weighted) mean loss, a 0-d tensor, from its own head output ``out``
-        (batch, width) and the labels ``y_true`` (batch, k + 1); the graph holds only ``out``."""
-        y = y_true[:, t]
-        observed = ~torch.isnan(y)
-        target = torch.where(observed, y, torch.zeros_like(y))
-        if t < self.n_stages:
-            per_row = F.binary_cross_entropy_with_logits(out[:, 0], target, pos_weight=self.pos_weight[t],
-                                                         reduction="none")
-        else:
-            per_row = self.core_per_row(out, target)
-        mask = observed.to(per_row.dtype)
-        if sample_weight is not None:
-            mask = mask * sample_weight
-        return (per_row * mask).sum() / mask.sum().clamp_min(1.0)
-
-    def objective_term(self, t, loss):
-        """Task t's optimised term for its 0-d ``loss``: the static task weight, and with
-        ``uncertainty`` Kendall et al.'s ``scale exp(-s_t) L + s_t / 2`` (scale 1/2 for the
-        regression, 1 for a classification)."""
-        term = loss * self.task_weights[t]
-        if self.log_vars is not None:
-            scale = 0.5 if t == self.n_stages else 1.0
-            term = scale * torch.exp(-self.log_vars[t]) * term + 0.5 * self.log_vars[t]
-        return term
-
-    def forward(self, y_pred, y_true, sample_weight=None):
-        k = self.n_stages
-        outputs = [y_pred[:, t : t + 1] for t in range(k)] + [y_pred[:, k:]]
-        return torch.stack([self.task_loss(t, out, y_true, sample_weight) for t, out in enumerate(outputs)])
+__all__ = ["HybridNet"]
 
 
 _LARGE_GRADIENT = 1e10
@@ -502,6 +213,27 @@ class HybridNet(NeuralNet):
                 generator = torch.Generator(device=device)
                 generator.set_state(generator_state)
             setattr(self, name, generator)
+
+    def reset_optimizer_state(self):
+        """Clear the per-parameter state (Adam's moments) of every initialised optimiser
+        (``optimizer_``, and ``embedding_optimizer_`` with ``sparse_updates``)."""
+        for name in getattr(self, "_optimizers", []):  # skorch's names, without the trailing "_"
+            optimizer = getattr(self, name + "_", None)
+            if isinstance(optimizer, torch.optim.Optimizer):
+                optimizer.state.clear()
+
+    @contextlib.contextmanager
+    def without_validation(self):
+        """Train without the validation split and early stopping for the duration of the block
+        (``partial_fit`` of the estimator: one epoch on a chunk, as scikit-learn's
+        ``MLPRegressor.partial_fit``); both are put back afterwards."""
+        saved = self.train_split, self.callbacks_
+        self.train_split = None
+        self.callbacks_ = [(name, cb) for name, cb in saved[1] if not isinstance(cb, EarlyStopping)]
+        try:
+            yield self
+        finally:
+            self.train_split, self.callbacks_ = saved
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         """skorch's loop; without ``epochs``, runs the epochs left to reach ``max_epochs`` (a fit

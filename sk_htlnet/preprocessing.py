@@ -24,6 +24,9 @@ import pandas as pd
 OOV_ID = 0
 MISSING_ID = 1
 ID_DTYPE = np.int32  # per-field ids (half the memory of int64); the embedding adds its int64 offsets
+# the estimator's numeric encodings: "quantile" is made here (bucket ids, categorical fields); the
+# others are embeddings of sk_htlnet.modules.SharedEmbedding (NUMERIC_EMBEDDINGS)
+NUMERIC_ENCODINGS = ("linear", "quantile", "piecewise_linear", "periodic")
 
 
 def _is_numeric_column(series):
@@ -130,6 +133,13 @@ def _warn_type_mismatch(column, vocab, value):
             "row maps to the out-of-vocabulary embedding. Convert the column to fit's type.",
             UserWarning, stacklevel=user_stacklevel(),
         )
+
+
+def numeric_embedding(numeric_encoding):
+    """The :class:`~sk_htlnet.modules.SharedEmbedding` encoding of the numeric fields left after
+    ``numeric_encoding`` (one of ``NUMERIC_ENCODINGS``): "linear" for "quantile", whose fields
+    become categorical bucket ids here (no numeric field is left), else the encoding itself."""
+    return "linear" if numeric_encoding == "quantile" else numeric_encoding
 
 
 class FeatureEncoder:
@@ -270,6 +280,24 @@ class FeatureEncoder:
         self.scale_ = np.where(std > 0, std, 1.0)
         return self._encode(frame, values)
 
+    def set_columns(self, columns):
+        """Give an encoder whose fitted statistics were restored (``categorical_mask_``,
+        ``vocabularies_``, the scalers and bin edges: a model file) its column labels, in the order
+        of ``categorical_mask_``; returns self.
+
+        Raises
+        ------
+        ValueError
+            If ``columns`` and ``categorical_mask_`` differ in length.
+        """
+        columns, mask = list(columns), list(self.categorical_mask_)
+        if len(columns) != len(mask):
+            raise ValueError(f"set_columns got {len(columns)} column labels for a mask of {len(mask)} columns")
+        self._columns = columns
+        self._cat_cols = [c for c, m in zip(columns, mask) if m]
+        self._num_cols = [c for c, m in zip(columns, mask) if not m]
+        return self
+
     @property
     def columns_(self):
         """The column labels seen in ``fit``, in order (list; ints 0..p-1 for an array)."""
@@ -287,7 +315,7 @@ class FeatureEncoder:
         elif self.numeric_encoding == "piecewise_linear":
             edges = [standardise(e, m, s).tolist() for e, m, s in zip(self.bin_edges_, self.mean_, self.scale_)]
         return {"cardinalities": cardinalities, "n_numeric": n_numeric,
-                "numeric_encoding": self.numeric_encoding, "numeric_edges": edges}
+                "numeric_encoding": numeric_embedding(self.numeric_encoding), "numeric_edges": edges}
 
     def transform(self, X):
         """Encode X, whose columns the caller has checked against those seen in fit (by position)."""

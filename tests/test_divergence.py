@@ -131,7 +131,6 @@ def test_early_stopping_copy_is_the_only_one(funnel):
     valid = est.history_[:3, "valid_loss"]
     assert info.value.best_epoch == es.best_epoch_ == int(np.argmin(valid)) + 1
     assert _same_weights(est.net_, es.best_model_weights_)
-    assert np.isfinite(est.predict(X)).all()
 
 
 def test_continued_fit_falls_back_on_its_starting_weights(funnel):

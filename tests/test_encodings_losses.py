@@ -10,11 +10,12 @@ import torch
 from sk_htlnet import HTLNetRegressor
 from sk_htlnet.datasets import make_funnel
 from sk_htlnet.io import load_model, save_model
-from sk_htlnet.modules import SharedEmbedding
-from sk_htlnet.modules.embedding import NUMERIC_ENCODINGS
-from sk_htlnet.net import CORE_LOSSES, FunnelDataset, HybridLoss, core_mean
+from sk_htlnet.modules import ARCHITECTURES, SharedEmbedding
+from sk_htlnet.preprocessing import NUMERIC_ENCODINGS
+from sk_htlnet.net import CORE_LOSSES, HybridLoss, core_mean
 from sk_htlnet.preprocessing import MISSING_ID, FeatureEncoder
 
+from _helpers import batch, raw_outputs
 from _sizes import SMALL_NET
 
 FAST = dict(SMALL_NET)
@@ -31,13 +32,19 @@ def funnel():
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
 @pytest.mark.parametrize("loss", LOSSES)
-def test_every_encoding_and_loss_fits_and_predicts_finite_values(funnel, encoding, loss):
+def test_every_encoding_and_loss_learns_from_the_numeric_features(funnel, encoding, loss):
+    """Each pair trains its core loss downhill (epoch 2's is below epoch 1's in every pair, by 0.03%
+    to 0.3%: a seeded fit, so no noise), lets a numeric feature move the predictions (reversing
+    num_1 changes them by 10 to 450 in the core's units) and predicts the core's mean in its units
+    (the training mean within 10%; measured 0.99 to 1.05 of it)."""
     X, Y = funnel
     est = HTLNetRegressor(numeric_encoding=encoding, core_loss=loss, max_iter=2, random_state=0, **FAST).fit(X, Y)
     pred = est.predict(X)
-    assert pred.shape == Y.shape and np.isfinite(pred).all()
-    assert ((pred[:, :2] >= 0) & (pred[:, :2] <= 1)).all()
-    assert pred[:, 2].min() >= 0 and pred[:, 2].max() <= Y["core"].max()
+    assert pred.shape == Y.shape
+    assert est.history_[-1, "train_loss_core"] < est.history_[0, "train_loss_core"]
+    reversed_num_1 = est.predict(X.assign(num_1=X["num_1"].to_numpy()[::-1]))
+    assert np.abs(reversed_num_1 - pred).max() > 1.0
+    assert pred[:, 2].mean() == pytest.approx(Y["core"].mean(), rel=0.1)
 
 
 @pytest.mark.parametrize("architecture", ["single_task", "shared_bottom", "mmoe", "ple", "esmm", "aitm"])
@@ -45,8 +52,8 @@ def test_baselines_take_the_ziln_head_and_piecewise_linear_numerics(funnel, arch
     X, Y = funnel
     est = HTLNetRegressor(architecture=architecture, numeric_encoding="piecewise_linear", core_loss="ziln",
                           max_iter=1, random_state=0, **FAST).fit(X, Y)
-    assert np.isfinite(est.predict(X)).all()
-    assert est.net_.module_(**{k: torch.as_tensor(v) for k, v in est.feature_encoder_.transform(X[:5]).items()}).shape == (5, 5)
+    assert type(est.net_.module_) is ARCHITECTURES[architecture]
+    assert raw_outputs(est, X[:5]).shape == (5, 5)  # 2 stage logits, the 3 ZILN parameters
 
 
 def test_quantile_encoding_maps_values_to_buckets_of_training_quantiles():
@@ -172,7 +179,7 @@ def test_smearing_and_ziln_estimate_the_conditional_mean_without_bias():
     ziln.fit(X[train], Y[train])
     assert smear.predict(X[test]).mean() == pytest.approx(t.mean(), rel=0.10)
     assert ziln.predict(X[test]).mean() == pytest.approx(t.mean(), rel=0.10)
-    naive = np.expm1(smear._forward(FunnelDataset(**smear.feature_encoder_.transform(X[test])))[:, 0])
+    naive = np.expm1(raw_outputs(smear, X[test])[:, 0])
     assert naive.mean() < 0.75 * t.mean()
 
 
@@ -212,8 +219,7 @@ def test_sparse_updates_move_only_the_rows_of_the_batch(funnel):
         net = est.net_
         assert isinstance(getattr(net, "embedding_optimizer_", None), torch.optim.SparseAdam) == sparse
         table = net.module_.embedding.table
-        x = {k: torch.as_tensor(v) for k, v in est.feature_encoder_.transform(X[:8]).items()}
-        y = torch.as_tensor(est._core_targets(Y[:8]), dtype=torch.float32)
+        x, y = batch(est, X[:8], Y[:8])
         before = table.detach().clone()
         net.train_step((x, y))
         present = torch.zeros(table.shape[0], dtype=torch.bool)
@@ -230,8 +236,7 @@ def test_one_forward_pass_per_step_with_two_optimizers(funnel):
         est = HTLNetRegressor(gradient_adjustment=rule, max_iter=1, random_state=0, **FAST).fit(X, Y)
         calls = []
         handle = est.net_.module_.embedding.register_forward_hook(lambda *args: calls.append(1))
-        x = {k: torch.as_tensor(v) for k, v in est.feature_encoder_.transform(X[:64]).items()}
-        est.net_.train_step((x, torch.as_tensor(est._core_targets(Y[:64]), dtype=torch.float32)))
+        est.net_.train_step(batch(est, X[:64], Y[:64]))
         handle.remove()
         assert len(calls) == 1, rule
 
@@ -281,7 +286,7 @@ def test_weights_that_leave_no_observed_core_value_are_refused(funnel):
 
 
 def test_retransformation_is_fitted_on_a_seeded_sample_of_large_training_sets(funnel, monkeypatch):
-    import sk_htlnet.estimator as estimator_module
+    import sk_htlnet._base as estimator_module  # the fitting steps
 
     X, Y = funnel
     monkeypatch.setattr(estimator_module, "_CALIBRATION_ROWS", 300)
@@ -289,4 +294,3 @@ def test_retransformation_is_fitted_on_a_seeded_sample_of_large_training_sets(fu
     knots = fits[0].core_transform_.knots_z
     assert knots is not None and len(knots) <= 300  # one knot per isotonic block of at most 300 rows
     np.testing.assert_array_equal(knots, fits[1].core_transform_.knots_z)  # the sample is seeded
-    assert np.isfinite(fits[0].predict(X)).all()

@@ -8,8 +8,9 @@ from sklearn.metrics import roc_auc_score
 from sk_htlnet import HTLNetRegressor
 from sk_htlnet.datasets import make_funnel
 from sk_htlnet.metrics import normalized_gini
-from sk_htlnet.net import FunnelDataset, HybridLoss
+from sk_htlnet.net import HybridLoss
 
+from _helpers import batch, raw_outputs
 from _sizes import SMALL_NET
 
 FAST = dict(SMALL_NET)
@@ -27,8 +28,8 @@ def test_predict_shapes_for_k_stages(k):
     est = HTLNetRegressor(max_iter=2, random_state=0, **FAST).fit(X, Y)
     pred = est.predict(X)
     assert pred.shape == (600, k + 1) and pred.dtype == np.float64
-    assert np.isfinite(pred).all()
-    assert ((pred[:, :k] > 0) & (pred[:, :k] < 1)).all()
+    # column t < k is P(stage t) of the network's stage-t logit, in the order of y's columns
+    np.testing.assert_allclose(pred[:, :k], 1 / (1 + np.exp(-raw_outputs(est, X)[:, :k])), rtol=1e-12)
     assert est.target_names_ == list(Y.columns)
     assert est.n_stages_ == k
     # a 1-D y is plain regression: predict returns (n,)
@@ -72,29 +73,31 @@ def test_nan_labels_contribute_nothing_and_loss_stays_finite():
     assert (pred2.grad[:, 0] == 0).all()
 
 
-def test_fit_with_missing_labels_gives_finite_predictions(funnel):
+def test_missing_labels_reach_the_loss_as_nan_and_leave_every_loss_finite(funnel):
+    """A missing label stays NaN in the targets the network trains on, and the loss masks it: the
+    training losses (a NaN there stops the fit) and the validation losses (not checked by the
+    fit) of every task stay finite."""
     X, Y = funnel
     Y = Y.astype(float)
     rng = np.random.default_rng(0)
     Y.iloc[rng.random(len(Y)) < 0.3, 1] = np.nan
     Y.iloc[rng.random(len(Y)) < 0.3, 2] = np.nan
     est = HTLNetRegressor(max_iter=3, early_stopping=True, random_state=0, **FAST).fit(X, Y)
-    assert np.isfinite(est.predict(X)).all()
-    assert np.isfinite(est.history_[:, "valid_loss"]).all()
+    np.testing.assert_array_equal(np.isnan(est.make_dataset(X, Y).targets().numpy()), Y.isna().to_numpy())
+    for key in ["valid_loss"] + [f"valid_loss_{name}" for name in Y.columns]:
+        assert np.isfinite(est.history_[:, key]).all(), key
 
 
 def test_adjusted_train_step_applies_the_rule_to_the_shared_embedding(funnel):
-    """The shared gradient written by the train step equals combine(per-task dense gradients)."""
+    """The shared gradient written by the net's training step (skorch's ``train_step_single``: forward
+    and backward, no optimiser step) equals combine(per-task dense gradients)."""
     X, Y = funnel
     est = HTLNetRegressor(max_iter=1, random_state=0, relax_factor=0.7, clip_ratio=3.0, **FAST).fit(X, Y)
     net, module = est.net_, est.net_.module_
-    inputs = est.feature_encoder_.transform(X.iloc[:256])
-    y = torch.tensor(est._core_targets(Y.iloc[:256]), dtype=torch.float32)
-    x = {k: torch.as_tensor(v) for k, v in inputs.items()}
-    net._set_training(True)
+    x, y = batch(est, X.iloc[:256], Y.iloc[:256])
     state = net.noise_generator_.get_state()
-    net.optimizer_.zero_grad()
-    net._adjusted_backward(x, y, net.gradient_strategy)
+    module.zero_grad()
+    net.train_step_single((x, y))
     shared = [module.embedding.table, module.embedding.num_weight, module.embedding.num_bias,
               module.embedding.num_missing]
     got = torch.cat([(p.grad.to_dense() if p.grad.is_sparse else p.grad).flatten() for p in shared])
@@ -132,15 +135,12 @@ def test_early_stopping_restores_the_best_weights(funnel):
     est = HTLNetRegressor(max_iter=12, early_stopping=True, n_iter_no_change=3, learning_rate=0.05,
                           random_state=0, **FAST).fit(X, Y)
     valid = est.history_[:, "valid_loss"]
-    inputs = est.feature_encoder_.transform(X)
-    data = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"],
-                         est._core_targets(Y).astype(np.float32))
-    _, valid_ds = est.net_.get_split_datasets(data)
+    _, valid_ds = est.net_.get_split_datasets(est.make_dataset(X, Y))
+    assert np.argmin(valid) < len(valid) - 1  # else the last weights would be the best anyway
     total = 0.0
-    for batch in est.net_.get_iterator(valid_ds):
-        total += est.net_.validation_step(batch)["loss"].item() * len(batch[1])
+    for b in est.net_.get_iterator(valid_ds):
+        total += est.net_.validation_step(b)["loss"].item() * len(b[1])
     assert total / len(valid_ds) == pytest.approx(min(valid), rel=1e-4)
-    assert np.argmin(valid) < len(valid) - 1 or len(valid) == 12
 
 
 def test_core_predictions_are_in_target_units(funnel):
@@ -156,12 +156,17 @@ def test_core_predictions_are_in_target_units(funnel):
 
 
 @pytest.mark.parametrize("transform", ["none", "log1p"])
-def test_other_transforms_predict_finite_values_in_range(funnel, transform):
+def test_other_transforms_predict_the_core_in_target_units(funnel, transform):
+    """The network sees the core on the transformed scale (standardised for "none", log(1 + y) for
+    "log1p"); predict inverts it.  The training mean of the predictions is then within 35% of the
+    core's (0.76 to 0.77 of it after 3 epochs on this heavy-tailed core, whose transformed values
+    average about 0 and 0.35 against a mean of 183), and they rank the rows (normalised Gini about
+    0.8).  The clipping to the training range is test_robustness.py's."""
     X, Y = funnel
     est = HTLNetRegressor(max_iter=3, target_transform=transform, random_state=0, **FAST).fit(X, Y)
     core = est.predict(X)[:, -1]
-    assert np.isfinite(core).all()
-    assert core.min() >= Y["core"].min() and core.max() <= Y["core"].max()
+    assert core.mean() == pytest.approx(Y["core"].mean(), rel=0.35)
+    assert normalized_gini(Y["core"], core) > 0.5
 
 
 def test_auto_transform_is_log1p_for_amounts_and_standardize_otherwise(funnel):
@@ -169,7 +174,6 @@ def test_auto_transform_is_log1p_for_amounts_and_standardize_otherwise(funnel):
     assert HTLNetRegressor(max_iter=1, core_loss="mse", **FAST).fit(X, Y).target_transform_ == "log1p"
     shifted = HTLNetRegressor(max_iter=1, core_loss="mse", **FAST).fit(X, Y.assign(core=Y["core"] - 5))
     assert shifted.target_transform_ == "standardize"
-    assert np.isfinite(shifted.predict(X)).all()
 
 
 def test_auto_core_loss_is_ziln_for_amounts_and_mse_otherwise(funnel):
@@ -177,10 +181,9 @@ def test_auto_core_loss_is_ziln_for_amounts_and_mse_otherwise(funnel):
     fit = lambda y, **kw: HTLNetRegressor(max_iter=1, **FAST, **kw).fit(X, y)  # noqa: E731
     amounts = fit(Y)
     assert (amounts.core_loss_, amounts.target_transform_) == ("ziln", "none")
-    assert amounts.net_.module_(**{k: torch.as_tensor(v) for k, v in amounts.feature_encoder_.transform(X[:3]).items()}).shape == (3, 5)
+    assert raw_outputs(amounts, X[:3]).shape == (3, 5)  # 2 stage logits, the 3 ZILN parameters
     signed = fit(Y.assign(core=Y["core"] - 5))  # a signed target still fits with the defaults
     assert (signed.core_loss_, signed.target_transform_) == ("mse", "standardize")
-    assert np.isfinite(signed.predict(X)).all()
     # asking for a transform or for smearing means the MSE on that scale
     assert fit(Y, target_transform="log1p").core_loss_ == "mse"
     assert fit(Y, retransformation="smearing").core_loss_ == "mse"
@@ -202,8 +205,8 @@ def test_log1p_retransformation_estimates_the_conditional_mean():
     true_bins = by_bin(t)
     p_iso, p_smear = iso.predict(X[test])[:, -1], smear.predict(X[test])[:, -1]
     # the ranking is the network's: the calibration is monotone and breaks no ties
-    assert np.corrcoef(np.argsort(np.argsort(p_iso)), np.argsort(np.argsort(iso._forward(
-        FunnelDataset(**iso.feature_encoder_.transform(X[test])))[:, -1])))[0, 1] > 0.9999
+    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    assert np.corrcoef(ranks(p_iso), ranks(raw_outputs(iso, X[test])[:, -1]))[0, 1] > 0.9999
     # overall mean within 15% of the true mean (the sample mean's standard error here is about 5%)
     assert p_iso.mean() == pytest.approx(t.mean(), rel=0.15)
     # the top quintile holds most of the value: isotonic gets within 30% of it, smearing does not

@@ -3,8 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
-from sklearn import metrics as sk
 from sklearn.exceptions import UndefinedMetricWarning
 
 from sk_htlnet.datasets import load_hillstrom, make_funnel
@@ -114,10 +112,25 @@ def test_nmae_of_mean_predictor_on_hillstrom_is_about_two():
     assert nmae(spend, np.full(len(spend), spend.mean())) == pytest.approx(2.0, abs=0.05)
 
 
-def test_spearman_matches_scipy(spend):
-    y, p = spend
-    assert spearman(y, p) == pytest.approx(stats.spearmanr(y, p).statistic)
-    assert isinstance(spearman(y, p), float)
+def test_spearman_by_hand_with_ties():
+    """Average ranks: y = [1, 2, 2, 4] ranks [1, 2.5, 2.5, 4], p ranks [1, 3, 2, 4]; centred,
+    their products sum to 4.5 and their squares to 4.5 and 5."""
+    rho = spearman([1.0, 2.0, 2.0, 4.0], [10.0, 30.0, 20.0, 40.0])
+    assert isinstance(rho, float)
+    assert rho == pytest.approx(4.5 / np.sqrt(4.5 * 5), rel=1e-12)
+
+
+def test_spearman_without_ties_is_the_rank_difference_formula():
+    """1 - 6 sum(d^2) / (n (n^2 - 1)), d the rank differences, holds when no value repeats."""
+    rng = np.random.default_rng(5)
+    y, p = rng.normal(size=500), rng.normal(size=500)
+    p = p + y  # correlated
+    d = np.argsort(np.argsort(y)) - np.argsort(np.argsort(p))
+    n = y.size
+    assert spearman(y, p) == pytest.approx(1 - 6 * np.sum(d**2) / (n * (n**2 - 1)), rel=1e-12)
+    # only the order matters: a strictly increasing transform of either input changes nothing
+    assert spearman(y, p) == pytest.approx(spearman(np.exp(y), p**3), rel=1e-12)
+    assert spearman(y, y**3) == pytest.approx(1.0) and spearman(y, -y) == pytest.approx(-1.0)
 
 
 @pytest.mark.parametrize(
@@ -132,12 +145,22 @@ def test_regression_metrics_undefined_is_nan_with_warning(metric, y):
 # stage metrics ----------------------------------------------------------------------
 
 
-def test_auc_and_log_loss_match_sklearn():
+def test_auc_and_log_loss_by_hand():
+    """AUC: 3 of the 4 (positive, negative) pairs are ordered right. Log loss: the mean of
+    -log(probability given to the true label)."""
+    y, p = [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]
+    assert auc(y, p) == pytest.approx(0.75, rel=1e-12)
+    assert log_loss(y, p) == pytest.approx(-np.mean(np.log([0.9, 0.6, 0.35, 0.8])), rel=1e-12)
+
+
+def test_auc_is_the_share_of_pairs_ordered_right():
+    """Every (positive, negative) pair counted, a tied pair as half."""
     rng = np.random.default_rng(3)
-    y = (rng.random(1000) < 0.3).astype(int)
-    p = np.clip(0.3 + 0.2 * (y - 0.3) + rng.normal(0, 0.1, y.size), 0, 1)
-    assert auc(y, p) == pytest.approx(sk.roc_auc_score(y, p))
-    assert log_loss(y, p) == pytest.approx(sk.log_loss(y, np.clip(p, 1e-15, 1 - 1e-15)))
+    y = (rng.random(300) < 0.3).astype(int)
+    p = np.round(0.3 + 0.2 * (y - 0.3) + rng.normal(0, 0.1, y.size), 2)  # rounded: ties
+    pos, neg = p[y == 1][:, None], p[y == 0][None, :]
+    assert auc(y, p) == pytest.approx(np.mean((pos > neg) + 0.5 * (pos == neg)), rel=1e-12)
+    assert auc(y, -p) == pytest.approx(1 - auc(y, p), rel=1e-12)
 
 
 def test_log_loss_clips_confident_mistakes():
@@ -186,6 +209,35 @@ def test_metrics_validate_shapes_and_predictions(metric):
         metric([[0, 1], [1, 0]], [[0.1, 0.2], [0.3, 0.4]])
 
 
+def test_weighted_metrics():
+    """Unit weights are the unweighted metric, integer weights repeat rows, weights matter."""
+    rng = np.random.default_rng(1)
+    n = 300
+    stage = (rng.random(n) < 0.3).astype(float)
+    core = np.where(stage == 1, rng.lognormal(2, 1, n), 0.0)
+    core_pred = core + rng.normal(0, 5, n)
+    core_pred[::10] = 1.0  # ties
+    stage_pred = np.clip(stage * 0.4 + rng.random(n) * 0.6, 0, 1)
+    w = rng.integers(0, 4, n).astype(float)
+    repeat = np.repeat(np.arange(n), w.astype(int))
+    for f, y, p in [(auc, stage, stage_pred), (log_loss, stage, stage_pred), (nrmse, core, core_pred),
+                    (nmae, core, core_pred), (normalized_gini, core, core_pred), (spearman, core, core_pred)]:
+        assert f(y, p, sample_weight=np.ones(n)) == pytest.approx(f(y, p), rel=1e-12, abs=1e-12)
+        assert f(y, p, sample_weight=w) == pytest.approx(f(y[repeat], p[repeat]), rel=1e-10)
+        assert f(y, p, sample_weight=w) != pytest.approx(f(y, p), rel=1e-6)
+        # a missing label drops its weight with it
+        y_nan = y.copy()
+        y_nan[:5] = np.nan
+        assert f(y_nan, p, sample_weight=w) == pytest.approx(f(y[5:], p[5:], sample_weight=w[5:]))
+    with pytest.raises(ValueError, match="non-negative"):
+        nrmse(core, core_pred, sample_weight=-w)
+    with pytest.raises(ValueError, match="one weight per row"):
+        auc(stage, stage_pred, sample_weight=w[:-1])
+    report = funnel_report(np.column_stack([stage, core]), np.column_stack([stage_pred, core_pred]),
+                           sample_weight=w)
+    assert report.loc["core", "Gini"] == normalized_gini(core, core_pred, sample_weight=w)
+
+
 # funnel_report ---------------------------------------------------------------------------
 
 
@@ -195,22 +247,26 @@ def funnel():
     return Y, truth
 
 
-def test_funnel_report_agrees_with_the_metrics(funnel):
-    Y, truth = funnel
-    report = funnel_report(Y, truth)
+def test_funnel_report_by_hand():
+    """Each cell of a 4-row funnel computed by hand: every column is scored with its own metrics
+    on its own prediction column."""
+    y = pd.DataFrame({"visit": [0, 0, 1, 1], "buy": [0, 0, 0, 1], "spend": [0.0, 0.0, 0.0, 8.0]})
+    p = np.array([[0.1, 0.2, 1.0], [0.4, 0.1, 0.0], [0.35, 0.3, 6.0], [0.8, 0.6, 5.0]])
+    report = funnel_report(y, p)
     assert list(report.columns) == REPORT_COLUMNS
-    assert list(report.index) == ["stage_1", "stage_2", "core"]
-    assert report.index.name == "target"
+    assert list(report.index) == ["visit", "buy", "spend"] and report.index.name == "target"
     assert list(report["task"]) == ["stage", "stage", "core"]
     assert (report.dtypes.iloc[1:] == np.float64).all()
-    for stage in ["stage_1", "stage_2"]:
-        assert report.loc[stage, "AUC"] == auc(Y[stage], truth[stage])
-        assert report.loc[stage, "log_loss"] == log_loss(Y[stage], truth[stage])
-        assert report.loc[stage, ["NRMSE", "NMAE", "Gini", "Spearman"]].isna().all()
-    y, p = Y["core"], truth["core"]
-    expected = [nrmse(y, p), nmae(y, p), normalized_gini(y, p), spearman(y, p)]
-    assert list(report.loc["core", ["NRMSE", "NMAE", "Gini", "Spearman"]]) == expected
-    assert report.loc["core", ["AUC", "log_loss"]].isna().all()
+    # spend: errors [1, 0, 6, -3] against var(y) = 12; ranked by p the 8.0 comes second (Gini
+    # 0.25 of the perfect 0.75); ranks of y [2, 2, 2, 4] and of p [2, 1, 4, 3]
+    expected = pd.DataFrame(
+        {"AUC": [0.75, 1.0, np.nan],
+         "log_loss": [-np.mean(np.log([0.9, 0.6, 0.35, 0.8])), -np.mean(np.log([0.8, 0.9, 0.7, 0.6])), np.nan],
+         "NRMSE": [np.nan, np.nan, np.sqrt(11.5 / 12)], "NMAE": [np.nan, np.nan, 10 / 8],
+         "Gini": [np.nan, np.nan, 1 / 3], "Spearman": [np.nan, np.nan, 1 / np.sqrt(15)]},
+        index=report.index,
+    )
+    pd.testing.assert_frame_equal(report.drop(columns="task"), expected, rtol=1e-12)
 
 
 def test_funnel_report_arrays_and_names(funnel):

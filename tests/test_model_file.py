@@ -93,8 +93,8 @@ def _loads_and_predicts_or_refuses(path, X):
         except ModelFileError as exc:
             hypothesis.event(f"refused: {str(exc)[:40]}")
             return "refused"
-        pred = est.predict(X)
-    assert pred.shape == (len(X), est.n_stages_ + 1) and np.isfinite(pred).all()
+        pred = est.predict(X)  # raises FloatingPointError on a non-finite prediction: fails the test
+    assert pred.shape == (len(X), est.n_stages_ + 1)
     hypothesis.event("loaded")
     return "loaded"
 
@@ -247,7 +247,8 @@ def test_deeply_nested_json_is_a_model_file_error(saved, tmp_path):
                           ("manifest.json", (saved["config"], saved["weights"], deep[99_000:-799_000])),
                           ("weights.safetensors header", (saved["config"], header, None))]:
         # the manifest (at most 4096 bytes) cannot nest deep enough under one array per 8 bytes
-        with pytest.raises(ModelFileError, match=f"{name}( is not valid JSON: RecursionError|: 1000 JSON objects)"):
+        why = ": 1000 JSON objects" if name == "manifest.json" else " is not valid JSON: RecursionError"
+        with pytest.raises(ModelFileError, match=name + why):
             load_model(_write(tmp_path / "deep.htlnet", *members))
 
 
@@ -372,8 +373,8 @@ def test_multiindex_and_int_column_labels_round_trip(funnel, tmp_path, labels):
     est = HTLNetRegressor(**FAST).fit(X, Y)
     save_model(est, tmp_path / "m.htlnet")
     loaded = load_model(tmp_path / "m.htlnet")
-    assert loaded.feature_encoder_._columns == est.feature_encoder_._columns
-    assert [type(c) for c in loaded.feature_encoder_._columns] == [type(c) for c in est.feature_encoder_._columns]
+    assert loaded.feature_encoder_.columns_ == est.feature_encoder_.columns_ == list(X.columns)
+    assert [type(c) for c in loaded.feature_encoder_.columns_] == [type(c) for c in X.columns]
     np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
 
 
@@ -383,7 +384,7 @@ def test_a_model_fitted_on_an_array_round_trips(funnel, tmp_path):
     est = HTLNetRegressor(**FAST, categorical_features=[0, 1]).fit(values, Y.to_numpy())
     save_model(est, tmp_path / "m.htlnet")
     loaded = load_model(tmp_path / "m.htlnet")
-    assert not hasattr(loaded, "feature_names_in_") and loaded.feature_encoder_._columns == [0, 1, 2, 3]
+    assert not hasattr(loaded, "feature_names_in_") and loaded.feature_encoder_.columns_ == [0, 1, 2, 3]
     np.testing.assert_array_equal(loaded.predict(values), est.predict(values))
 
 
@@ -519,28 +520,46 @@ def test_fuzz_weights_header_fields_with_recomputed_digests(saved, funnel, tmp_p
 
 
 # ---- the attacker's report on the file format (round 2) -----------------------------------------
-@pytest.mark.parametrize("call", [
-    "from sk_htlnet import _model_schema as s; s.expected_state(json.loads(zipfile.ZipFile(PATH).read('config.json'))['fitted']['net_spec'])",
-    pytest.param("from sk_htlnet.io import load_model; load_model(PATH)", marks=pytest.mark.xfail(
-        strict=True, reason="torch's optimiser constructor (net.initialize) imports torch._dynamo, which "
-                            "creates an empty torchinductor cache folder in TMPDIR, as every fit does")),
-])
-def test_loading_creates_no_folder_or_temp_file_and_imports_no_dynamo(saved, tmp_path, call):
+_NO_WRITES = textwrap.dedent("""
+    import sys
+    from sk_htlnet.io import ModelFileError, load_model
+    if sys.argv[2] == "valid":
+        load_model(sys.argv[1])
+    else:
+        try:
+            load_model(sys.argv[1])
+            raise AssertionError("loaded a file with a tensor missing")
+        except ModelFileError as exc:
+            assert "are missing" in str(exc), exc  # refused by the weights' header, after the meta build
+        assert "torch._dynamo" not in sys.modules
+""")
+
+
+@pytest.mark.parametrize("weights", ["valid", "a tensor missing"])
+def test_loading_creates_no_folder_or_temp_file(saved, fitted, tmp_path, weights):
     """Building the net on the meta device ran torch's Python reference kernels (``randn(...) *
-    0.05``), which import torch._dynamo: that created ``$TMPDIR/torchinductor_<user>`` and a temp file."""
-    path = _write(tmp_path / "m.htlnet", saved["config"], saved["weights"])
+    0.05``), which import torch._dynamo: that created ``$TMPDIR/torchinductor_<user>`` and a temp file.
+    A file refused by its weights' header has been through the meta build and nothing else that
+    imports torch's compiler: it must leave nothing and import no dynamo.  A valid file goes on to
+    build the net, whose optimiser imports torch._dynamo, which creates its (empty) cache folder,
+    as every fit does: that folder, and nothing else, may appear."""
+    from safetensors.torch import save as save_safetensors
+
+    if weights == "valid":
+        data = saved["weights"]
+    else:
+        state = fitted.net_.module_.state_dict()
+        data = save_safetensors({k: v.contiguous() for k, v in list(state.items())[1:]})
+    path = _write(tmp_path / "m.htlnet", saved["config"], data)
     empty = tmp_path / "empty"
     empty.mkdir()
-    code = textwrap.dedent(f"""
-        import json, sys, zipfile
-        PATH = {str(path)!r}
-        {call}
-        assert "torch._dynamo" not in sys.modules
-    """)
     env = dict(os.environ, TMPDIR=str(empty), TEMP=str(empty), TMP=str(empty))
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    subprocess.run([sys.executable, "-c", code], cwd=empty, env=env, check=True, timeout=300)
-    assert list(empty.iterdir()) == []
+    subprocess.run([sys.executable, "-c", _NO_WRITES, str(path), weights], cwd=empty, env=env, check=True, timeout=300)
+    left = list(empty.iterdir())
+    if weights == "valid":  # torch's own cache folder, left empty
+        left = [p for p in left if not (p.name.startswith("torchinductor_") and p.is_dir() and not any(p.iterdir()))]
+    assert left == []
 
 
 def test_json_made_of_empty_containers_is_refused_before_parsing(saved, tmp_path):

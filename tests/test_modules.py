@@ -85,18 +85,38 @@ def test_attention_fusion_weights_sum_to_one_and_concat_differs():
         InformationFusion(5, 3, 4, "sum")
 
 
-def test_downstream_losses_never_reach_upstream_towers():
-    # HTLNet §2.6: stop-gradient on the transferred logit and representation.
+TRANSFER_PATHS = {"both": {}, "label_embedding": {"representation_transfer": False},
+                  "representation": {"label_embedding": False}}
+
+
+@pytest.mark.parametrize("per_task", [False, True], ids=["joined", "per_task"])
+@pytest.mark.parametrize("path", list(TRANSFER_PATHS))
+@pytest.mark.parametrize("stop_gradient", [True, False])
+def test_stop_gradient_keeps_the_core_loss_out_of_the_upstream_towers(stop_gradient, path, per_task):
+    """HTLNet §2.6: the upstream logit (label-embedding path) and representation (IFU path) are
+    detached, so the core loss trains no parameter of a stage tower or head.  With
+    ``stop_gradient=False`` the same loss does reach every upstream tower through each path: the
+    control that shows the paths carry gradient at all.  ``per_task`` is the graph the gradient rule
+    differentiates (one output per task)."""
     torch.manual_seed(0)
-    model = HTLNet([5, 7], 3, 2, embedding_dim=4, tower_units=(16, 8), label_embedding_dim=4, fusion_dim=6)
+    model = HTLNet([5, 7], 3, 2, embedding_dim=4, tower_units=(16, 8), label_embedding_dim=4, fusion_dim=6,
+                   stop_gradient=stop_gradient, **TRANSFER_PATHS[path])
     model.train()
-    out = model(**_batch())
-    out[:, 2].pow(2).mean().backward()  # the core loss only
+    b = _batch()
+    if per_task:
+        core = model.forward_from_embedding(model.embed(**b), per_task=True)[2][:, 0]
+    else:
+        core = model(**b)[:, 2]
+    core.pow(2).mean().backward()  # the core loss only
     for t in (0, 1):
-        for p in list(model.towers[t].parameters()) + list(model.heads[t].parameters()):
-            assert p.grad is None or torch.count_nonzero(p.grad) == 0
-    # ...while the transfer units and the shared embedding do learn from it
-    assert torch.count_nonzero(model.label_embeddings[0].table.grad) > 0
+        upstream = list(model.towers[t].parameters()) + list(model.heads[t].parameters())
+        reached = [p.grad is not None and bool(torch.count_nonzero(p.grad)) for p in upstream]
+        assert not any(reached) if stop_gradient else any(reached), (t, reached)
+    # ...while the transfer units, the core tower and the shared embedding do learn from it
+    if path != "representation":
+        assert torch.count_nonzero(model.label_embeddings[0].table.grad) > 0
+    if path != "label_embedding":
+        assert torch.count_nonzero(model.rep_fusions[1].value.weight.grad) > 0
     assert torch.count_nonzero(model.towers[2].layers[0][0].weight.grad) > 0
     assert torch.count_nonzero(model.embedding.table.grad) > 0
 

@@ -1,11 +1,11 @@
 """Training from data that never sits in memory at once: Parquet batches through ``partial_fit``."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from sk_htlnet import HTLNetRegressor
 from sk_htlnet.datasets import make_funnel
+from sk_htlnet.preprocessing import OOV_ID
 
 from _sizes import SMALL_NET
 
@@ -31,19 +31,16 @@ def test_partial_fit_over_parquet_batches_learns_like_an_in_memory_fit(tmp_path)
     sample = pd.concat([file.read_row_group(i).to_pandas().sample(frac=0.2, random_state=i)
                         for i in range(file.num_row_groups)])
     est = HTLNetRegressor(**FAST).partial_fit(sample.drop(columns=TARGETS), sample[TARGETS])
-    largest = 0
     scores = []
     for _ in range(6):  # epochs: one pass over the file, a batch of 1,000 rows at a time
         for batch in file.iter_batches(batch_size=1000):
             chunk = batch.to_pandas()
-            largest = max(largest, len(chunk))
             est.partial_fit(chunk.drop(columns=TARGETS), chunk[TARGETS])
         scores.append(est.score(X, Y))
-    assert largest == 1000 and est.feature_encoder_.categorical_mask_.sum() == 3
+    assert est.feature_encoder_.categorical_mask_.sum() == 3
     assert scores[-1] > scores[0]
     in_memory = HTLNetRegressor(**FAST, max_iter=6, early_stopping=False).fit(X, Y).score(X, Y)
     assert scores[-1] > in_memory - 0.05
-    assert np.isfinite(est.predict(X)).all()
 
 
 def test_categories_missing_from_the_first_call_go_to_the_out_of_vocabulary_row(tmp_path):
@@ -55,4 +52,4 @@ def test_categories_missing_from_the_first_call_go_to_the_out_of_vocabulary_row(
     unseen = ~rest["cat_0"].isin(first["cat_0"])
     assert unseen.any()
     ids = est.feature_encoder_.transform(rest.drop(columns=TARGETS))["cat"][:, 0]
-    assert (ids[unseen.to_numpy()] == 0).all()  # OOV_ID: documented, so the first call must cover the categories
+    assert (ids[unseen.to_numpy()] == OOV_ID).all()  # documented: the first call must cover the categories

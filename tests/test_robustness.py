@@ -16,7 +16,6 @@ from sk_htlnet import HTLNetRegressor, TrainingDivergedError
 from sk_htlnet.datasets import load_hillstrom, make_funnel
 from sk_htlnet.io import ModelFileError, load_model, save_model
 from sk_htlnet.metrics import normalized_gini
-from sk_htlnet.net import FunnelDataset
 from sk_htlnet.preprocessing import MISSING_ID, OOV_ID, FeatureEncoder
 
 from _sizes import SMALL_NET
@@ -90,8 +89,6 @@ def test_missing_numeric_values_are_supported_like_histgradientboosting(funnel):
     X.loc[X.index % 5 == 0, "num_0"] = np.nan
     X["num_all_missing"] = np.nan
     est = HTLNetRegressor(**FAST).fit(X, Y)
-    pred = est.predict(X)
-    assert np.isfinite(pred).all()
     enc = est.feature_encoder_.transform(X)
     assert enc["num_missing"][:, 0].sum() == (X.index % 5 == 0).sum()
     # a missing value is embedded by its own learned vector, not imputed to a number
@@ -149,7 +146,6 @@ def test_unseen_categories_map_to_the_oov_row(funnel, fitted):
     ids = fitted.feature_encoder_.transform(new)["cat"][:, 0]
     assert (ids == OOV_ID).all()
     pred = fitted.predict(new)
-    assert np.isfinite(pred).all()
     same = new.assign(cat_0=pd.Categorical([20_000, 20_000, 20_000]))
     np.testing.assert_array_equal(pred, fitted.predict(same))  # every unseen value is the OOV row
     missing = new.assign(cat_0=pd.Categorical([None, None, None], categories=[1]))
@@ -205,9 +201,7 @@ def test_core_target_in_the_millions(transform):
     assert Y["core"].max() > 1e6
     est = HTLNetRegressor(**{**FAST, "max_iter": 8, "learning_rate": 3e-3}, target_transform=transform)
     est.fit(X.iloc[:3000], Y.iloc[:3000])
-    assert np.isfinite(est.history_[:, "train_loss"]).all()
     pred = est.predict(X.iloc[3000:])
-    assert np.isfinite(pred).all()
     y = Y.iloc[3000:]
     assert roc_auc_score(y["stage_1"], pred[:, 0]) > 0.65  # every task still learns
     assert normalized_gini(y["core"], pred[:, 1]) > 0.3
@@ -225,8 +219,9 @@ def test_divergence_stops_fit_with_a_clear_error(funnel):
     est = HTLNetRegressor(**{**FAST, "max_iter": 4}, callbacks=[_PoisonWeights()])
     with pytest.raises(TrainingDivergedError, match="diverged at epoch 2.*core"):
         est.fit(X, Y)
-    # no half-trained model is left to predict NaN: the estimator keeps epoch 1's weights (test_divergence.py)
-    assert np.isfinite(est.predict(X)).all()
+    # no half-trained model is left to predict NaN (predict would raise FloatingPointError): the
+    # estimator keeps epoch 1's weights (test_divergence.py)
+    est.predict(X)
 
 
 # ---- interruption, safe files -----------------------------------------------------------------------
@@ -241,16 +236,15 @@ class _Interrupt(Callback):
 
 def test_ctrl_c_leaves_a_usable_estimator_with_the_best_weights(funnel):
     X, Y = funnel
-    est = HTLNetRegressor(**{**FAST, "max_iter": 50, "learning_rate": 0.05}, early_stopping=True,
+    # a step size at which the validation loss bounces: the best of the 6 epochs is the 4th
+    est = HTLNetRegressor(**{**FAST, "max_iter": 50, "learning_rate": 0.1}, early_stopping=True,
                           n_iter_no_change=50, callbacks=[_Interrupt(6)]).fit(X, Y)
     assert est.n_iter_ == 6
     valid = est.history_[:, "valid_loss"]
-    inputs = est.feature_encoder_.transform(X)
-    data = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"], est._core_targets(Y).astype(np.float32))
-    _, valid_ds = est.net_.get_split_datasets(data)
+    assert np.argmin(valid) < len(valid) - 1  # else the last weights would be the best anyway
+    _, valid_ds = est.net_.get_split_datasets(est.make_dataset(X, Y))
     total = sum(est.net_.validation_step(b)["loss"].item() * len(b[1]) for b in est.net_.get_iterator(valid_ds))
     assert total / len(valid_ds) == pytest.approx(min(valid), rel=1e-4)
-    assert np.isfinite(est.predict(X)).all()
 
 
 @pytest.mark.parametrize("device", ["gpu", "", "meta", 3])
@@ -312,7 +306,6 @@ def test_numeric_values_outside_the_training_range_are_clipped(funnel, fitted):
     row = pd.concat([X.iloc[[0]]] * 5, ignore_index=True)
     far = row.assign(num_0=[1e30, -1e30, 1e300, X["num_0"].max(), X["num_0"].min()])
     pred = fitted.predict(far)
-    assert np.isfinite(pred).all()
     np.testing.assert_array_equal(pred[0], pred[3])  # beyond the maximum = at the maximum, as a tree
     np.testing.assert_array_equal(pred[2], pred[3])
     np.testing.assert_array_equal(pred[1], pred[4])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from skorch.callbacks import Callback
 
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("optuna_integration")
@@ -81,7 +82,7 @@ def test_sampled_params_are_accepted_and_in_range(funnel):
             else:
                 assert doc[1] <= value <= doc[2], (name, value)
         assert isinstance(params["tower_units"], tuple)
-        HTLNetRegressor(**params)._validate_params()  # scikit-learn's parameter constraints
+        HTLNetRegressor(**params).check_params()  # scikit-learn's parameter constraints
 
     # the corners of the space fit and predict (fixed trials: every low end, every high end)
     X, Y = funnel
@@ -190,7 +191,7 @@ def test_space_never_pairs_a_likelihood_loss_with_a_transform():
     for _ in range(30):
         params = search_space(study.ask())
         assert params["core_loss"] == "mse" or "target_transform" not in params
-        HTLNetRegressor(**params)._validate_params()
+        HTLNetRegressor(**params).check_params()
     assert "target_transform" not in search_distributions()
     assert "target_transform" in search_distributions(exclude=["core_loss"])
 
@@ -222,33 +223,34 @@ def test_pruning_prunes_a_clearly_worse_trial(funnel):
 
 
 def test_pruning_callback_in_estimator(funnel):
+    """The trial's fit gets the pruning callback after the callbacks of base_params; it reports the
+    monitored key of the history, raw for a minimised metric; the refit estimator has none."""
     X, Y = funnel
     seen = {}
 
-    class Spy(HTLNetRegressor):
-        def fit(self, X, y, sample_weight=None):
-            seen["callbacks"] = [name for name, _ in self.callbacks]
-            out = super().fit(X, y, sample_weight)
-            seen["history"] = set(self.history_[-1])
-            return out
+    class Recorder(Callback):
+        def on_train_begin(self, net, **kwargs):
+            seen["callbacks"] = [name for name, _ in net.callbacks_]
 
-    from sk_htlnet import tuning
+        def on_train_end(self, net, **kwargs):
+            seen["history"] = [{k: v for k, v in row.items() if k.startswith("valid_loss")}
+                               for row in net.history]
 
-    objective = make_objective(X, Y, metric="nrmse", base_params={**TINY, "max_iter": 2},
+    recorder = Recorder()
+    objective = make_objective(X, Y, metric="nrmse", base_params={**TINY, "max_iter": 2,
+                                                                   "callbacks": [("recorder", recorder)]},
                                monitor="valid_loss_core")
-    original = tuning.HTLNetRegressor
-    tuning.HTLNetRegressor = Spy
-    try:
-        study = optuna.create_study(direction="minimize")
-        study.optimize(objective, n_trials=1)
-    finally:
-        tuning.HTLNetRegressor = original
-    assert seen["callbacks"] == [PRUNING_CALLBACK_NAME]
-    assert "valid_loss_core" in seen["history"]
+    study = optuna.create_study(direction="minimize")
+    study.optimize(objective, n_trials=1)
+    names = seen["callbacks"]
+    assert names.count(PRUNING_CALLBACK_NAME) == 1
+    assert names.index("recorder") < names.index(PRUNING_CALLBACK_NAME)
     trial = study.trials[0]
-    # minimised metric: the raw loss is reported, as SkorchPruningCallback does
-    assert all(v > 0 for v in trial.intermediate_values.values())
-    assert objective.make_estimator(trial).callbacks is None
+    # minimised metric: the raw loss is reported, as SkorchPruningCallback does, once per epoch
+    reported = [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)]
+    assert len(reported) == 2 and all(v > 0 for v in reported)
+    assert reported == [row["valid_loss_core"] for row in seen["history"]]
+    assert [name for name, _ in objective.make_estimator(trial).callbacks] == ["recorder"]
     assert params_from_trial(trial, objective.space) == {
         k: tuple(v) if k == "tower_units" else v for k, v in trial.user_attrs["params"].items()}
 

@@ -26,14 +26,18 @@ class MultiTaskModel(nn.Module):
         As in :class:`~sk_htlnet.modules.SharedEmbedding`.
     n_stages : int
         Number k >= 0 of binary stages.
+    shared : bool, default=True
+        Build the shared embedding (``embedding``); False leaves ``embedding = None`` for a model
+        without shared parameters (:class:`~sk_htlnet.modules.SingleTask`), which then builds its own.
     """
 
     def __init__(self, cardinalities, n_numeric, n_stages, embedding_dim, numeric_encoding="linear",
-                 numeric_edges=None):
+                 numeric_edges=None, shared=True):
         super().__init__()
         self.n_stages = int(n_stages)
         self.n_tasks = self.n_stages + 1
-        self.embedding = SharedEmbedding(cardinalities, n_numeric, embedding_dim, numeric_encoding, numeric_edges)
+        self.embedding = SharedEmbedding(cardinalities, n_numeric, embedding_dim, numeric_encoding,
+                                         numeric_edges) if shared else None
 
     def embed(self, cat, num, num_missing):
         return self.embedding(cat, num, num_missing)

@@ -2,7 +2,7 @@
 
 Every categorical field owns a block of rows in one embedding table (row 0 of each block is the
 out-of-vocabulary row, row 1 the missing-value row).  Every numeric field ``j`` is embedded by one of
-the encodings of :data:`NUMERIC_ENCODINGS` when observed and as a learned vector ``M_j`` when missing:
+the embeddings of :data:`NUMERIC_EMBEDDINGS` when observed and as a learned vector ``M_j`` when missing:
 
 - ``"linear"``: ``x_j W_j + b_j`` (HTLNet's sketch; one direction per field);
 - ``"piecewise_linear"``: ``PLE(x_j) W_j + b_j``, where ``PLE`` is the piecewise-linear encoding of
@@ -12,9 +12,9 @@ the encodings of :data:`NUMERIC_ENCODINGS` when observed and as a learned vector
 - ``"periodic"``: ``ReLU(concat(cos(2 pi c_j x_j), sin(2 pi c_j x_j)) W_j + b_j)`` with trainable
   frequencies ``c_j`` (the same paper's "PLR" embedding, section 3.3).
 
-(The fourth encoding, ``"quantile"``, turns each numeric field into a categorical field of bucket ids
-in :class:`~sk_htlnet.preprocessing.FeatureEncoder`, so it lives in the table.)  The output is the
-concatenation of all field embeddings.
+(The estimator's fourth numeric encoding, ``"quantile"``, is not an embedding: the
+:class:`~sk_htlnet.preprocessing.FeatureEncoder` turns each numeric field into a categorical field
+of bucket ids, which live in the table.)  The output is the concatenation of all field embeddings.
 
 Because the gradient rule (HTLNet §4) needs each task's gradient on these parameters, the module can
 turn a gradient with respect to its *output* into the gradient with respect to its *parameters*
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-NUMERIC_ENCODINGS = ("linear", "quantile", "piecewise_linear", "periodic")
+NUMERIC_EMBEDDINGS = ("linear", "piecewise_linear", "periodic")
 N_FREQUENCIES = 16  # periodic encoding: frequencies per field
 FREQUENCY_SCALE = 0.1  # their initial standard deviation, on standardised values
 
@@ -44,9 +44,8 @@ class SharedEmbedding(nn.Module):
         Number of numeric fields.
     embedding_dim : int
         Dimension ``d`` of every field embedding.
-    numeric_encoding : {"linear", "quantile", "piecewise_linear", "periodic"}, default="linear"
-        How observed numeric values are embedded (module docstring).  "quantile" fields reach this
-        module as categorical fields, so here it behaves as "linear" for any remaining numeric field.
+    numeric_encoding : {"linear", "piecewise_linear", "periodic"}, default="linear"
+        How observed numeric values are embedded (module docstring).
     numeric_edges : sequence of sequence of float, optional
         For "piecewise_linear": the sorted bin edges of each numeric field on the scale of ``num``
         (a field with fewer than two distinct edges has no bins and is embedded by ``b_j`` alone).
@@ -66,13 +65,13 @@ class SharedEmbedding(nn.Module):
 
     def __init__(self, cardinalities, n_numeric, embedding_dim, numeric_encoding="linear", numeric_edges=None):
         super().__init__()
-        if numeric_encoding not in NUMERIC_ENCODINGS:
-            raise ValueError(f"numeric_encoding must be one of {NUMERIC_ENCODINGS}, got {numeric_encoding!r}")
+        if numeric_encoding not in NUMERIC_EMBEDDINGS:
+            raise ValueError(f"numeric_encoding must be one of {NUMERIC_EMBEDDINGS}, got {numeric_encoding!r}")
         cardinalities = [int(c) for c in cardinalities]
         self.n_categorical = len(cardinalities)
         self.n_numeric = n = int(n_numeric)
         self.embedding_dim = d = int(embedding_dim)
-        self.numeric_encoding = "linear" if numeric_encoding == "quantile" else numeric_encoding
+        self.numeric_encoding = numeric_encoding
         offsets = torch.tensor([0] + cardinalities[:-1], dtype=torch.long).cumsum(0)
         self.register_buffer("offsets", offsets[: self.n_categorical], persistent=False)
         self.table = nn.Parameter(torch.randn(max(sum(cardinalities), 1), d) * 0.05)

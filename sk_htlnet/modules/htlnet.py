@@ -14,14 +14,13 @@ every task's gradient (arbitrated by the gradient rule, HTLNet §4).
 import torch
 from torch import nn
 
-from .base import head_widths, init_heads, join_outputs
-from .embedding import SharedEmbedding
+from .base import MultiTaskModel, head_widths, init_heads, join_outputs
 from .fusion import InformationFusion
 from .label_embedding import LabelEmbedding
 from .tower import Tower
 
 
-class HTLNet(nn.Module):
+class HTLNet(MultiTaskModel):
     """The full HTLNet model.
 
     Parameters
@@ -92,12 +91,10 @@ class HTLNet(nn.Module):
         numeric_encoding="linear",
         numeric_edges=None,
     ):
-        super().__init__()
-        self.n_stages = int(n_stages)
+        super().__init__(cardinalities, n_numeric, n_stages, embedding_dim, numeric_encoding, numeric_edges)
         self.use_label_embedding = bool(label_embedding)
         self.use_representation = bool(representation_transfer)
         self.stop_gradient = bool(stop_gradient)
-        self.embedding = SharedEmbedding(cardinalities, n_numeric, embedding_dim, numeric_encoding, numeric_edges)
         e_dim = self.embedding.output_dim
         n_tasks = self.n_stages + 1
         downstream_dim = (self.use_label_embedding + self.use_representation) * fusion_dim + e_dim
@@ -126,10 +123,6 @@ class HTLNet(nn.Module):
         )
         init_heads(self.heads, stage_logit_priors, core_prior)
 
-    def embed(self, cat, num, num_missing):
-        """Shared embedding ``e``, float32 (batch, n_fields * embedding_dim)."""
-        return self.embedding(cat, num, num_missing)
-
     def forward_from_embedding(self, e, generator=None, per_task=False):
         """Run the towers, LEUs and IFUs on a given shared embedding ``e``; returns (batch, k + m),
         or with ``per_task`` the list of each task's head output, (batch, width), unjoined: the
@@ -156,6 +149,3 @@ class HTLNet(nn.Module):
                 reps.append(detach(rep))
                 label_embs.append(self.label_embeddings[t](detach(out.squeeze(-1)), generator))
         return outputs if per_task else join_outputs(outputs)
-
-    def forward(self, cat, num, num_missing, generator=None):
-        return self.forward_from_embedding(self.embed(cat, num, num_missing), generator)

@@ -3,7 +3,6 @@
 The baseline against which multi-task learning has to pay off (HTLNet §5, "single-task DNN").
 """
 
-import torch
 from torch import nn
 
 from .base import MultiTaskModel, head_widths, join_outputs
@@ -22,10 +21,8 @@ class SingleTask(MultiTaskModel):
     def __init__(self, cardinalities, n_numeric, n_stages, embedding_dim=16, tower_units=(128, 64, 32),
                  dropout=0.0, stage_logit_priors=None, core_prior=0.0,
                  numeric_encoding="linear", numeric_edges=None):
-        nn.Module.__init__(self)
-        self.n_stages = int(n_stages)
-        self.n_tasks = self.n_stages + 1
-        self.embedding = None
+        super().__init__(cardinalities, n_numeric, n_stages, embedding_dim, numeric_encoding, numeric_edges,
+                         shared=False)
         self.embeddings = nn.ModuleList(
             SharedEmbedding(cardinalities, n_numeric, embedding_dim, numeric_encoding, numeric_edges) for _ in range(self.n_tasks)
         )

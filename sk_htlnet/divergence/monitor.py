@@ -1,50 +1,9 @@
-"""Divergence detection for :class:`~sk_htlnet.net.HybridNet`: NaN losses, finite blow-ups, dead networks.
+"""The skorch callback that catches a finite blow-up and keeps the best weights: :class:`DivergenceMonitor`.
 
-A loss that becomes NaN is caught by the train step at once.  A *finite* blow-up (at a too large
-``learning_rate`` the losses climb to 1e13-1e17 and then often settle, the network dead, at a
-constant prediction) is caught at the end of the epoch by comparing each task's epoch training loss
-with the loss of the best *constant* prediction on the same rows, the one the heads start from::
-
-    r_t = (L_t - F_t) / (L0_t - F_t)
-
-where ``L_t`` is task t's epoch training loss (``train_loss_<name>`` in the history), ``L0_t`` the
-base-rate loss (every row predicted by the head priors: the stage base-rate logits, the core's mean
-or its likelihood's fitted parameters) and ``F_t`` a lower bound of the loss.  ``L0_t`` and ``F_t``
-are taken on the epoch's own training batches exactly as ``L_t`` is: each batch's weighted mean
-(the criterion's, with its denominator), averaged over the batches by their row counts.  A
-reference weighted over all rows at once is not comparable under heavy sample weights (one row of
-weight 1e6 among 3,000 gave a ratio of 239 at a learning rate of 1e-6; Pareto(0.5-0.6) weights 2 to
-41 at the default): with the per-batch reference an untrained network's ratio is 1 for any weights
-(measured 0.99-1.04 on those cases).  ``F_t`` is (0 for the log loss,
-the squared error and the Tweedie loss; for the zero-inflated lognormal, whose negative
-log-likelihood can be negative, the value it would reach with every ``sigma`` at its floor of 1e-3
-and every ``mu`` exact).  ``L - F`` is never negative, so ``r_t`` works for a loss of any sign and
-any scale (a squared error in raw units of 1e16 is as unremarkable as one of 0.2 on a log scale).
-The run has diverged when ``r_t > MAX_LOSS_RATIO`` (10) for some task: its training loss, on the
-rows it trains on, is more than ten times as far above the loss's lower bound as the prediction of
-a constant is.
-
-The threshold is measured (docs/robustness.md): over 94 healthy fits on Hillstrom and synthetic
-funnels (seven architectures, four numeric encodings, the three core losses, the three MSE
-transforms, uniform and heavy-tailed sample weights, learning rates 1e-3 to 1e-2, 300 to 20,000
-rows, up to 30 epochs) the largest ``r_t`` of any task in any epoch was 2.0; the 36 blow-ups at
-``learning_rate`` 0.3 and 1.0 reach ``r_t`` of 79 to 4e26 in their first epoch.  Ten sits between
-the two on a log scale (their geometric mean is 12.6).
-
-A network that dies without its loss rising (every ReLU unit inactive, each head at its bias: a
-constant prediction at about the base rate's loss) passes that rule; :func:`dead_network_error`,
-called by the estimator at the end of training on the training rows the retransformation forwards
-(else up to 10,000 of them), raises ``reason="dead"`` when *every* head's output is constant
-(range at most ``DEAD_RTOL`` = 1e-6 times its magnitude) across rows whose encoded inputs differ.
-Measured: the 9 of 42 fits at ``learning_rate`` 0.3 / 1.0 (seven architectures, three core losses,
-4,000 rows, 10 epochs) that passed the loss rule had a range of exactly 0 in every head; over 126
-healthy fits at the default learning rate (seven architectures, three core losses, 300 to 1,000
-rows, stages with and without signal) the smallest relative range of any head was 1.8e-3.  Only
-some heads constant is not reported: none of the dead fits was so, and a healthy HTLNet (Pareto
-weights, default learning rate) had a constant head at epochs 7-8 and then recovered.
-
-On divergence the monitor puts back the best weights kept so far, discards the optimiser's state
-(Adam's moments from the diverged steps) and raises :class:`TrainingDivergedError`.
+At the end of each epoch it compares each task's epoch training loss ``L`` with the loss ``L0`` of
+the head priors on the same training batches and the loss's lower bound ``F``, and raises
+:class:`TrainingDivergedError` when ``(L - F) / (L0 - F)`` exceeds ``MAX_LOSS_RATIO``; the rule and
+the measurements behind it: :mod:`sk_htlnet.divergence`.  :func:`find_monitor` finds a net's monitor.
 """
 
 import math
@@ -54,83 +13,26 @@ import torch
 from skorch.callbacks import Callback, EarlyStopping
 from skorch.utils import to_tensor
 
-__all__ = ["DivergenceMonitor", "find_monitor", "dead_network_error"]  # TrainingDivergedError is public as sk_htlnet.TrainingDivergedError
+from .errors import TrainingDivergedError, learning_rates
+
+__all__ = ["MAX_LOSS_RATIO", "DivergenceMonitor", "find_monitor"]
 
 MAX_LOSS_RATIO = 10.0
 """Largest ratio ``(L - F) / (L0 - F)`` of a task's epoch training loss that is not a divergence."""
 
-DEAD_RTOL = 1e-6
-"""A head's output is constant when, for each of its output columns, the range across the rows
-checked is at most this times the column's largest magnitude (float32 resolves 1.2e-7)."""
-
-LEARNING_RATE_STEP = 10.0
-"""The remedy's suggested learning rate is the current one divided by this."""
-
-
-class TrainingDivergedError(FloatingPointError):
-    """Raised by ``fit`` (and ``partial_fit``) when training diverges.
-
-    Training has diverged when a task's training loss becomes NaN or infinite (checked at every
-    batch), or when, at the end of an epoch, a task's epoch training loss is more than
-    ``sk_htlnet.divergence.MAX_LOSS_RATIO`` (10) times as far above the loss's lower bound as
-    the loss of the best constant prediction (the head priors) on the same rows.  The rule and the
-    measurements behind it: :mod:`sk_htlnet.divergence`.
-
-    Before it is raised the net is put back to its best weights so far: with early stopping those
-    of the epoch with the lowest validation loss, otherwise those of the epoch with the lowest
-    training loss (``train_loss``) among the epochs of this call that passed the check, or, when
-    none did, the weights the net had when a continued fit (``warm_start``, ``partial_fit``)
-    started.  :class:`~sk_htlnet.HTLNetRegressor` is then left fitted on those weights (``history_``
-    holds every epoch run, the diverged one included), or unfitted when a fresh fit diverged in its
-    first epoch (``best_epoch`` is None).
-
-    Attributes
-    ----------
-    reason : {"nan", "blow-up", "dead"} or None
-        Which rule fired: a NaN or infinite batch loss, the loss ratio, or (at the end of training,
-        raised by the estimator) every head's output constant across training rows whose inputs
-        differ; for "dead" a fresh fit is left unfitted, a continued one keeps the network
-        (``best_epoch`` its last epoch), ``task`` is the first task and ``tasks`` all of them.
-    task : str or None
-        The diverged task: the first with a NaN or infinite loss, or the one with the largest ratio.
-    tasks : list of str
-        Every task that diverged at that point.
-    epoch : int or None
-        The epoch (1-based, as in ``history_``) in which the divergence was found.
-    best_epoch : int or None
-        The epoch whose weights the net holds now (0: the weights before any epoch of its history,
-        as for a model from :func:`~sk_htlnet.io.load_model`), or None when no weights were kept.
-    loss : float or None
-        ``task``'s loss at the divergence (its epoch training loss, or the batch's NaN or infinity).
-    reference : float or None
-        ``task``'s base-rate loss ``L0`` on the last epoch's training batches (None if it could not
-        be computed, and for "dead").
-    ratio : float or None
-        ``(loss - F) / (reference - F)`` for a finite blow-up (``reason="blow-up"``), else None.
-    learning_rate : float or None
-        The learning rate of the diverged run.
-    suggested_learning_rate : float or None
-        ``learning_rate / 10``, the value the message suggests.
-    """
-
-    def __init__(self, message, *, reason=None, task=None, tasks=(), epoch=None, best_epoch=None, loss=None,
-                 reference=None, ratio=None, learning_rate=None, suggested_learning_rate=None):
-        super().__init__(message)
-        self.reason = reason
-        self.task = task
-        self.tasks = list(tasks)
-        self.epoch = epoch
-        self.best_epoch = best_epoch
-        self.loss = loss
-        self.reference = reference
-        self.ratio = ratio
-        self.learning_rate = learning_rate
-        self.suggested_learning_rate = suggested_learning_rate
-
 
 def find_monitor(net):
-    """The :class:`DivergenceMonitor` among ``net``'s callbacks (the initialised ``callbacks_`` once
-    the net is initialised, else ``callbacks``), or None."""
+    """The :class:`DivergenceMonitor` among a net's callbacks.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        A net, initialised (its ``callbacks_`` are searched) or not (its ``callbacks``).
+
+    Returns
+    -------
+    DivergenceMonitor or None
+    """
     if hasattr(net, "callbacks_"):
         callbacks = [cb for _, cb in net.callbacks_]
     else:
@@ -164,6 +66,11 @@ class DivergenceMonitor(Callback):
         task without an observed label there (never checked).
     ratios_ : ndarray of float64 (k + 1,)
         The ratios of the last epoch checked.
+    best_weights_ : dict of str to torch.Tensor or None
+        The kept weights (a CPU copy of the module's ``state_dict``; see Notes), None while none
+        are kept or when early stopping's copy serves.
+    best_epoch_ : int or None
+        The epoch of ``best_weights_``.
 
     Notes
     -----
@@ -207,11 +114,9 @@ class DivergenceMonitor(Callback):
                 weight = weight * to_tensor(Xi["sample_weight"], device=net.device).double().reshape(-1, 1)
             totals = weight.sum(dim=0)
             floor = torch.zeros_like(base)
-            if getattr(net.criterion_, "core_loss", None) == "ziln":
-                z = y[:, -1].double()
-                positive = observed[:, -1] & (z > 0)
-                log_z = torch.log(torch.where(positive, z, torch.ones_like(z)))
-                floor[-1] = ((log_z + self._log_floor) * positive.double() * weight[:, -1]).sum() \
+            family = getattr(net.criterion_, "core_family", None)
+            if family is not None:  # the core loss's own bound (sk_htlnet.core_losses)
+                floor[-1] = (family.per_row_floor(y[:, -1].double()) * weight[:, -1]).sum() \
                     / totals[-1].clamp_min(1.0)  # the task loss's own denominator
             batch = torch.stack([base * n_rows, floor * n_rows, totals]).cpu().numpy()
         self._sums = batch if self._sums is None else self._sums + batch
@@ -239,9 +144,6 @@ class DivergenceMonitor(Callback):
         self.reference_ = self.floor_ = None
         self._base = None
         self._sums, self._rows = None, 0
-        from .net import ZILN_MIN_SIGMA
-
-        self._log_floor = math.log(ZILN_MIN_SIGMA) + 0.5 * math.log(2 * math.pi)
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
         if training and batch is not None and batch[1] is not None:
@@ -312,24 +214,50 @@ class DivergenceMonitor(Callback):
 
     def restore_best(self, net):
         """Load the best weights kept (early stopping's, else this monitor's) into ``net``, reset the
-        optimisers' state and free the copy; returns the best epoch, or None if none was kept."""
+        optimisers' state and free the copy.
+
+        Parameters
+        ----------
+        net : HybridNet
+            The net being trained.
+
+        Returns
+        -------
+        int or None
+            The epoch of the weights loaded, or None if none were kept (nothing is changed then).
+        """
         kept = self._early_stopping_weights(net)
         weights, epoch = kept if kept is not None else (self.best_weights_, self.best_epoch_)
         if weights is not None:
             net.module_.load_state_dict(weights)
-            for name in getattr(net, "_optimizers", []):  # skorch's names, without the trailing "_"
-                optimizer = getattr(net, name + "_", None)
-                if isinstance(optimizer, torch.optim.Optimizer):
-                    optimizer.state.clear()  # Adam's moments of the diverged steps
+            net.reset_optimizer_state()  # Adam's moments of the diverged steps
         self._free()
         return epoch if weights is not None else None
 
     # ---- the error ------------------------------------------------------------------------------
     def diverged(self, net, tasks, task=None, loss=None, ratio=None, epoch=None, reason=None):
-        """Restore the best weights and return the :class:`TrainingDivergedError` to raise.
+        """Restore the best weights (:meth:`restore_best`) and return the error to raise.
 
-        ``reason``: "nan" (the train step's check) or "blow-up" (the loss ratio, given as
-        ``ratio``); None infers it from ``ratio``."""
+        Parameters
+        ----------
+        net : HybridNet
+            The net being trained.
+        tasks : list of str
+            Every task that diverged.
+        task : str, default=None
+            The task the message is about; None: the first of ``tasks``.
+        loss, ratio : float, default=None
+            ``task``'s loss and, for a finite blow-up, its ratio ``(L - F) / (L0 - F)``.
+        epoch : int, default=None
+            The epoch of the divergence; None: the history's length.
+        reason : {"nan", "blow-up"}, default=None
+            "nan" (the train step's check) or "blow-up" (the loss ratio); None infers it from
+            ``ratio``.
+
+        Returns
+        -------
+        TrainingDivergedError
+        """
         if reason is None:
             reason = "nan" if ratio is None else "blow-up"
         task = tasks[0] if task is None else task
@@ -339,8 +267,7 @@ class DivergenceMonitor(Callback):
         if self.reference_ is not None and np.isfinite(self.reference_[t]):
             reference = float(self.reference_[t])
         best_epoch = self.restore_best(net)
-        lr = float(net.lr)
-        lower = lr / LEARNING_RATE_STEP
+        lr, lower = learning_rates(net)
         if reason == "nan":
             what = f"the loss of {tasks} became NaN or infinite"
         else:
@@ -368,39 +295,3 @@ class DivergenceMonitor(Callback):
             reason=reason, task=task, tasks=tasks, epoch=epoch, best_epoch=best_epoch, loss=loss, reference=reference,
             ratio=ratio, learning_rate=lr, suggested_learning_rate=lower,
         )
-
-
-def dead_network_error(net, raw, n_stages, features, fresh=True):
-    """The :class:`TrainingDivergedError` (``reason="dead"``) for a network whose every head is
-    constant, or None.
-
-    ``raw`` (rows, outputs): the network's outputs on the rows checked (k stage logits, then the core
-    head's outputs); ``features``: the encoded inputs of those rows (arrays with one row each).  Each
-    head (stage t's logit; the core head's one or three outputs) is constant when every output
-    column's range across the rows is at most ``DEAD_RTOL`` times its largest magnitude.  Nothing is
-    reported when fewer than two rows differ in their encoded inputs (a constant output is then
-    expected), when some head varies, or when an output is not finite (``predict`` reports it).
-    ``fresh``: whether the estimator is left unfitted (a fresh fit) or keeps the network."""
-    raw = np.asarray(raw, dtype=np.float64)
-    if raw.shape[0] < 2 or not np.isfinite(raw).all():
-        return None
-    if not any(f.size and bool((np.asarray(f) != np.asarray(f)[:1]).any()) for f in features):
-        return None
-    heads = [raw[:, t : t + 1] for t in range(n_stages)] + [raw[:, n_stages:]]
-    constant = [bool((np.ptp(h, axis=0) <= DEAD_RTOL * np.abs(h).max(axis=0)).all()) for h in heads]
-    if not all(constant):
-        return None
-    tasks = list(net.task_names)
-    epoch = len(net.history)
-    lr = float(net.lr)
-    lower = lr / LEARNING_RATE_STEP
-    kept = ("The estimator is left unfitted; history_ records every epoch run." if fresh else
-            "The estimator keeps the dead network of this call's last epoch; history_ records every epoch run.")
-    return TrainingDivergedError(
-        f"training diverged: after epoch {epoch} the output of every head ({tasks}) is the same on all "
-        f"{raw.shape[0]} training rows checked, whose inputs differ: the network's units died (no input "
-        f"activates them any more), so it predicts one value per target whatever the input. {kept} "
-        f"Refit with a lower learning_rate (now {lr:g}; try {lower:g}).",
-        reason="dead", task=tasks[0], tasks=tasks, epoch=epoch, best_epoch=None if fresh else epoch,
-        learning_rate=lr, suggested_learning_rate=lower,
-    )

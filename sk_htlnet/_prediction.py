@@ -1,0 +1,151 @@
+"""Prediction: the network's raw outputs decoded into stage probabilities and the core target's
+conditional mean in its units (``predict``, ``predict_frame``), ``score``, and the data set the
+fitted network reads (``make_dataset``): a mixin of :class:`sk_htlnet._base.BaseHTLNet`."""
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import r2_score
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+
+from .core_losses import core_mean
+from .data import FunnelDataset
+from .targets import parse_targets
+
+
+class _Prediction:
+    """``predict``, ``predict_frame``, ``score`` and ``make_dataset`` of
+    :class:`~sk_htlnet.HTLNetRegressor` (mixin)."""
+
+    def _core_targets(self, y):
+        """y as float64 (n, k + 1) with the core column on the transformed scale the loss uses."""
+        values = parse_targets(y)[0].copy()
+        values[:, self.n_stages_] = self.core_transform_.forward(values[:, self.n_stages_])
+        return values
+
+    def _forward(self, dataset, initial=False):
+        """The network's eval-mode output (rows, outputs) as float64; ``initial``: with the weights
+        it was initialised with."""
+        out = self.net_.forward_at_initialisation(dataset) if initial else self.net_.forward(dataset, training=False)
+        return out.detach().cpu().numpy().astype(np.float64)
+
+    def make_dataset(self, X, y=None, sample_weight=None):
+        """The :class:`sk_htlnet.net.FunnelDataset` the fitted network reads.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Checked and encoded as in ``predict``.
+        y : DataFrame or array-like of shape (n_samples, k + 1) or (n_samples,), default=None
+            When given, checked as in ``fit``; the core column is put on the scale the loss sees
+            (``core_transform_``), as float32.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        FunnelDataset
+            Its tensors hold ``feature_encoder_.transform(X)``; ``net_.forward(dataset)`` gives the
+            network's raw outputs (k stage logits, then the core head's outputs).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If called before ``fit``.
+        ValueError
+            If X or y do not match the fitted columns and targets.
+        """
+        check_is_fitted(self, "net_")
+        inputs = self.feature_encoder_.transform(self._validate_X(X, reset=False))
+        targets = None
+        if y is not None:
+            targets = self._core_targets(y).astype(np.float32)
+            if len(targets) != len(inputs["cat"]):
+                raise ValueError(f"y has {len(targets)} rows, X has {len(inputs['cat'])}")
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, inputs["cat"], dtype=np.float32)
+        return FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"], targets, sample_weight)
+
+    def predict(self, X):
+        """Predict every head.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Same columns (names and order) as in ``fit``.
+
+        Returns
+        -------
+        ndarray of float64, shape (n_samples, k + 1), or (n_samples,) when y was 1-D
+            Columns ``target_names_``: entire-space stage probabilities P(stage t = 1 | x) in [0, 1],
+            then the conditional mean of the core target in y's units.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If called before ``fit``.
+        ValueError
+            If X's columns differ from those seen in ``fit``.
+        FloatingPointError
+            If a prediction is not finite (extreme inputs); predictions are never NaN silently.
+        """
+        check_is_fitted(self, "net_")
+        inputs = self.feature_encoder_.transform(self._validate_X(X, reset=False))
+        dataset = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"])
+        with self._threads():
+            raw = self._forward(dataset)
+        k = self.n_stages_
+        pred = np.empty_like(raw)
+        pred[:, :k] = 1.0 / (1.0 + np.exp(-raw[:, :k]))
+        pred = pred[:, : k + 1]
+        pred[:, k] = self.core_transform_.inverse(core_mean(raw[:, k:], self.core_loss_))
+        bad = ~np.isfinite(pred).all(axis=1)
+        if bad.any():
+            raise FloatingPointError(
+                f"{int(bad.sum())} of {len(pred)} rows got a non-finite prediction (first: row "
+                f"{int(np.argmax(bad))}); check them for extreme numeric values far outside the "
+                "training range"
+            )
+        return pred[:, 0] if self._y_1d else pred
+
+    def predict_frame(self, X):
+        """Predict every head as a DataFrame named after the targets.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        pandas.DataFrame of shape (n_samples, k + 1), float64
+            Columns ``target_names_`` (stage probabilities, then the core target's conditional mean
+            in its units); the index is X's when X is a DataFrame.
+        """
+        pred = self.predict(X).reshape(-1, len(self.target_names_))
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(pred, columns=self.target_names_, index=index)
+
+    def score(self, X, y, sample_weight=None):
+        """Mean R^2 over all targets, missing labels masked.
+
+        For a stage column R^2 is the Brier skill score against the base rate, for the core target the
+        usual coefficient of determination: 1 is perfect, 0 is the base rate / mean predictor.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples, k + 1) or (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        float
+        """
+        pred = self.predict(X).reshape(len(y), -1) if hasattr(y, "__len__") else self.predict(X)
+        values, _, _ = parse_targets(y)
+        if values.shape != pred.shape:
+            raise ValueError(f"y has shape {values.shape}, but the model predicts {pred.shape}")
+        scores = []
+        for j in range(values.shape[1]):
+            ok = ~np.isnan(values[:, j])
+            w = None if sample_weight is None else np.asarray(sample_weight)[ok]
+            scores.append(r2_score(values[ok, j], pred[ok, j], sample_weight=w))
+        return float(np.mean(scores))
