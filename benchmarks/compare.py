@@ -4,7 +4,7 @@ ablations, per-task gradient boosting and torch-rechub's SharedBottom / MMoE / P
 Every model sees the same 8:1:1 split per seed (train / validation for early stopping / test), the
 same embedding and tower sizes, the same maximum number of epochs, batch size, learning rate and
 patience.  Reported per (data set, model): mean and standard deviation over seeds of every metric of
-HTLNET.md §5 on the test split, fit seconds per epoch, predict rows per second, parameter count.
+docs/method.md (Metrics) on the test split, fit seconds per epoch, predict rows per second, parameter count.
 
     python benchmarks/compare.py                       # the full run behind docs/benchmarks.md
     python benchmarks/compare.py --quick               # a minute-long smoke run (used by the tests)

@@ -3,7 +3,7 @@
 The main job of ``make demo``.  64,000 customers of Kevin Hillstrom's MineThatData challenge (bundled
 with the package) are split 8:1:1 with a fixed seed (train / validation for early stopping / test).
 HTLNet learns the three hybrid targets jointly; per-task HistGradientBoosting models are the baseline.
-The script prints every metric of HTLNET.md §5 on the test split for both, and saves a figure with
+The script prints every metric of docs/method.md (Metrics) on the test split for both, and saves a figure with
 HTLNet's per-task learning curves and the spend gain (Lorenz) curve.
 
 Run ``python examples/hillstrom_funnel.py --help`` for options; ``--seeds 0 1 2 3 4`` repeats the

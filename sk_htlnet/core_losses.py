@@ -1,6 +1,6 @@
 """The core-loss families: for each, the width of the core head, the per-row loss, the conditional
-mean and the data-driven initial bias (prior), together in one class (HTLNET.md §3 and the
-likelihood choices of DESIGN.md).
+mean and the data-driven initial bias (prior), together in one class (docs/method.md,
+Loss).
 
 ``"mse"``: the squared error (HTLNet §3); ``"ziln"``: the zero-inflated lognormal negative
 log-likelihood (Wang et al., 2019); ``"tweedie"``: the Tweedie deviance with log link (Jorgensen,

@@ -1,6 +1,6 @@
 """The core target's transform to the scale the loss sees and back: standardisation, the paper's raw
 squared error, log1p with its retransformation (centered isotonic regression or Duan's smearing),
-and the recalibration of a likelihood's mean (HTLNET.md §3 decisions)."""
+and the recalibration of a likelihood's mean (docs/method.md, Loss)."""
 
 import numpy as np
 from sklearn.isotonic import IsotonicRegression

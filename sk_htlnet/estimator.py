@@ -1,4 +1,4 @@
-"""HTLNetRegressor: HTLNet for hybrid funnel targets as a scikit-learn estimator (DESIGN.md).
+"""HTLNetRegressor: HTLNet for hybrid funnel targets as a scikit-learn estimator.
 
 This module holds the public class: its docstring, parameter constraints and ``__init__``.  The
 fitting steps are in :mod:`sk_htlnet._base`, the rooms it draws on are listed in docs/developer.md.

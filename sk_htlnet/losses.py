@@ -20,7 +20,7 @@ class HybridLoss(nn.Module):
         Number k of binary stages (the first k columns).
     core_scale : float, default=1.0
         Variance of the (transformed) core target on the training data; the *monitored* total
-        divides the core MSE by it so that no task dominates by its units (DESIGN.md).
+        divides the core MSE by it so that no task dominates by its units (docs/method.md, Loss).
     task_weights : sequence of float, optional
         Static weight of each task in the optimised loss (default all 1).
     pos_weight : sequence of float, optional

@@ -1,6 +1,6 @@
 """The skorch ``NeuralNet`` subclass behind :class:`~sk_htlnet.HTLNetRegressor`.
 
-It adds to skorch's loop (DESIGN.md): a hybrid loss with label masks, a train step that applies a
+It adds to skorch's loop (docs/method.md, Training loop): a hybrid loss with label masks, a train step that applies a
 gradient-adjustment strategy (:mod:`sk_htlnet.gradient`) to the shared embedding, per-task loss
 entries in the history, a fast tensor batch iterator, and seeded private random generators so that
 a fixed seed gives bit-identical fits on CPU without touching the global torch seed.

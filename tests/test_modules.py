@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sk_htlnet.modules import HTLNet, InformationFusion, LabelEmbedding, SharedEmbedding
+from sk_htlnet.modules import ARCHITECTURES, HTLNet, InformationFusion, LabelEmbedding, SharedEmbedding
 
 
 def _batch(n=32, cards=(5, 7), n_num=3, seed=0):
@@ -52,7 +52,7 @@ def test_leu_is_stochastic_in_training_and_deterministic_in_eval():
 
 
 def test_hard_sample_probability_equals_prediction():
-    # HTLNET.md §2.3: with the straight-through sample P(sample = 1) = y_hat exactly.
+    # docs/method.md (Model): with the straight-through sample P(sample = 1) = y_hat exactly.
     leu = LabelEmbedding(2)
     g = torch.Generator().manual_seed(0)
     logit = torch.full((200_000,), -2.0)  # y_hat = 0.1192
@@ -148,3 +148,16 @@ def test_sparse_grad_equals_dense_autograd_gradient():
     emb.set_sparse_grad(rows, sparse[1])
     written = torch.cat([p.grad.flatten() for p in params])
     torch.testing.assert_close(written, dense[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_core_prior_without_stage_priors_goes_to_the_core_head(name):
+    # found by a new user: without stage_logit_priors the core prior was written into stage 1's head
+    torch.manual_seed(0)
+    model = ARCHITECTURES[name]([7], 3, 2, embedding_dim=4, tower_units=(8,), core_prior=[5.0, -3.0, 2.0]).eval()
+    out = model(torch.zeros(4, 1, dtype=torch.long), torch.zeros(4, 3), torch.zeros(4, 3, dtype=torch.bool))
+    assert out.shape == (4, 2 + 3)  # two stage logits, then the three ZILN outputs
+    assert (out[:, :2].abs() < 2).all()  # default-initialised stage heads, not the prior's 5
+    assert ((out[:, 2] - 5.0).abs() < 2).all() and ((out[:, 3] + 3.0).abs() < 2).all()  # the core head's
+    with pytest.raises(ValueError, match="stage_logit_priors holds 1 values for 2 stage heads"):
+        ARCHITECTURES[name]([7], 3, 2, stage_logit_priors=[0.0], core_prior=0.0)

@@ -65,10 +65,23 @@ def head_widths(n_stages, core_prior):
 
 
 def init_heads(heads, stage_logit_priors, core_prior):
-    """Set each head's bias to its prior: stage base-rate logits, then the core prior (float or sequence)."""
+    """Set each head's bias to its prior: the k stage heads' to ``stage_logit_priors`` (base-rate
+    logits; None keeps their default initialisation), the last (core) head's to ``core_prior``
+    (a float, or a sequence of the head's width).
+
+    Raises
+    ------
+    ValueError
+        If ``stage_logit_priors`` does not hold one value per stage head.
+    """
+    heads = list(heads)
+    stages = [None] * (len(heads) - 1) if stage_logit_priors is None else list(stage_logit_priors)
+    if len(stages) != len(heads) - 1:
+        raise ValueError(f"stage_logit_priors holds {len(stages)} values for {len(heads) - 1} stage heads")
     with torch.no_grad():
-        for head, prior in zip(heads, list(stage_logit_priors or []) + [core_prior]):
-            head.bias.copy_(torch.as_tensor(prior, dtype=head.bias.dtype).expand_as(head.bias))
+        for head, prior in zip(heads, stages + [core_prior]):
+            if prior is not None:
+                head.bias.copy_(torch.as_tensor(prior, dtype=head.bias.dtype).expand_as(head.bias))
 
 
 def join_outputs(outputs):

@@ -29,7 +29,7 @@ class ESMM(MultiTaskModel):
         for t, lp in enumerate(log_p):
             lq = min(lp - (log_p[t - 1] if t else 0.0), -1e-6)
             conditional.append(lq - float(torch.log(-torch.expm1(torch.tensor(lq)))))
-        self.init_heads(self.tasks.heads, conditional, core_prior)
+        self.init_heads(self.tasks.heads, None if stage_logit_priors is None else conditional, core_prior)
 
     def forward_from_embedding(self, e, generator=None):
         raw = self.tasks([e] * self.n_tasks)

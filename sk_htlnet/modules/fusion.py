@@ -5,7 +5,7 @@ their implicit representations ``rep_1 .. rep_{t-1}`` and once for their explici
 ``le_1 .. le_{t-1}``.  AITM's attention form (Xi et al., KDD 2021) is used:
 ``w_u = softmax_u(<h2(u), h3(u)> / sqrt(d))``, ``out = sum_u w_u h1(u)`` with ``h1, h2, h3`` linear maps
 to ``d``.  As in AITM, the set also holds the task's own candidate, a linear map of the shared
-embedding, so attention has a real choice even with a single predecessor (HTLNET.md §2.4 decision).
+embedding, so attention has a real choice even with a single predecessor (our decision where the paper is silent: docs/method.md, Model).
 
 ``fusion="concat"`` replaces the attention by a linear map of the concatenated set (the paper's
 ablation "concat instead of attention").

@@ -15,7 +15,7 @@ Sampling modes
 being 1 is exactly ``y_hat``, the backward pass the relaxed ``q1``. At inference the deterministic
 expectation ``y_hat * E[1] + (1 - y_hat) * E[0]`` is what training saw on average.
 
-``"relaxed"``: the forward pass uses ``q1`` itself.  ``E[q1]`` is not ``y_hat`` (HTLNET.md §2.3), so at
+``"relaxed"``: the forward pass uses ``q1`` itself.  ``E[q1]`` is not ``y_hat`` (docs/method.md, Model), so at
 inference the LEU uses ``E[q1]`` computed deterministically by averaging ``sigmoid((z + L_i) / tau)``
 over fixed logistic quantiles ``L_i`` (a midpoint rule), keeping training and inference consistent.
 """
