@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -547,3 +548,16 @@ def test_a_tilde_in_checkpoint_dir_is_the_home_folder(funnel, tmp_path, monkeypa
     (home / "ck.txt").write_text("")
     with pytest.raises(ValueError, match=r"checkpoint_dir='.*ck\.txt' exists and is not a folder"):
         HTLNetRegressor(**FAST, checkpoint_dir="~/ck.txt").fit(*funnel)
+
+
+def test_resuming_a_checkpoint_with_max_iter_epochs_or_more_warns(tmp_path):
+    # found by a new user: max_iter=2 on a 4-epoch checkpoint returned the 4-epoch model silently
+    X, Y = make_funnel(300, random_state=0)
+    params = dict(max_iter=4, batch_size=64, random_state=0, n_threads=1, checkpoint_dir=tmp_path / "ck")
+    HTLNetRegressor(**params).fit(X, Y)
+    with pytest.warns(UserWarning, match=r"holds a checkpoint of 4 epochs, and max_iter=2: no epoch is run"):
+        est = HTLNetRegressor(**{**params, "max_iter": 2}).fit(X, Y)
+    assert est.n_iter_ == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a resume with epochs left to run does not warn
+        assert HTLNetRegressor(**{**params, "max_iter": 5}).fit(X, Y).n_iter_ == 5

@@ -11,10 +11,12 @@ import hashlib
 import io
 import json
 import os
+import warnings
 
 import torch
 from skorch.callbacks import LoadInitState
 
+from ..preprocessing import user_stacklevel
 from .files import LEGACY_FILES, MANIFEST, canonical, later_generation_files, read_manifest, refuse
 from .fingerprint import fit_differences
 
@@ -124,6 +126,14 @@ class VerifiedLoadInitState(LoadInitState):
                 group["lr"] = net.lr
                 if "weight_decay" in group and name == "optimizer_":
                     group["weight_decay"] = getattr(net, "optimizer__weight_decay", 0.0)
+        epochs, planned = len(net.history), getattr(net, "max_epochs", None)
+        if isinstance(planned, int) and epochs >= planned:
+            warnings.warn(
+                f"checkpoint_dir={folder!r} holds a checkpoint of {epochs} epochs, and max_iter={planned}: no "
+                f"epoch is run, and the fit returns the checkpoint's model (n_iter_={epochs}). Pass a larger "
+                "max_iter to train on, or another checkpoint_dir for a fresh fit.",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
 
     def _check_contents(self, net, folder, manifest):
         """The list of files and the settings, before any file is read."""
