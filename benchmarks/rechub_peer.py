@@ -19,7 +19,7 @@ from sklearn.utils import check_random_state
 from torch.nn import functional as F
 
 from sk_htlnet.core_transform import CoreTransform
-from sk_htlnet.net import FunnelDataset, FunnelValidSplit
+from sk_htlnet.data import FunnelDataset, FunnelValidSplit
 from sk_htlnet.preprocessing import FeatureEncoder
 
 

@@ -42,7 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sk_htlnet import HTLNetRegressor  # noqa: E402
 from sk_htlnet.datasets import make_funnel  # noqa: E402
 from sk_htlnet.modules import SharedEmbedding  # noqa: E402
-from sk_htlnet.net import FunnelDataset  # noqa: E402
 
 CARDINALITIES = [1_000_000, 100_000, 10_000, 1_000, 100, 10] * 3 + [50, 5]  # 20 fields
 SIZES = dict(embedding_dim=16, tower_units=(128, 64, 32), batch_size=4096, n_threads=1, random_state=0)
@@ -68,8 +67,7 @@ def data(n):
 
 
 def _tensors(est, X, Y):
-    inputs = est.feature_encoder_.transform(X)
-    return FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"], est._core_targets(Y).astype(np.float32))
+    return est.make_dataset(X, Y)
 
 
 def ours(X, Y, **params):

@@ -48,6 +48,7 @@ from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from skorch.callbacks import Callback  # noqa: E402
 
+from sk_htlnet.data import funnel_depth  # noqa: E402
 from sk_htlnet.datasets import load_hillstrom  # noqa: E402
 from sk_htlnet.metrics import funnel_report  # noqa: E402
 from sk_htlnet.tuning import make_objective, make_storage, params_from_trial  # noqa: E402
@@ -134,7 +135,7 @@ def main(argv=None):
     if args.n_rows is not None and args.n_rows < len(X):
         X = X.sample(n=args.n_rows, random_state=args.seed)
         Y = Y.loc[X.index]
-    depth = Y["visit"].to_numpy() + Y["conversion"].to_numpy()  # funnel depth 0, 1, 2
+    depth = funnel_depth(Y[["visit", "conversion"]])  # 0, 1, 2: the stages each customer passed
     X_tune, X_test, Y_tune, Y_test = train_test_split(X, Y, test_size=0.2, random_state=args.seed,
                                                       stratify=depth)
 

@@ -59,34 +59,31 @@ def _json_safe(value):
 class _NetAssembly:
     """Builds the net of :class:`~sk_htlnet.HTLNetRegressor` (mixin)."""
 
-    def _net_spec(self, y_transformed, sample_weight=None):
-        """Module and criterion settings derived from the data (plain Python values, JSON-able)."""
+    def param_settings(self):
+        """The net's settings that follow from the parameters alone, for the fitted number of stages.
+
+        The one definition of that part of the net spec: ``fit`` adds what comes from the data
+        (vocabulary sizes, bin edges, priors, the core's scale), and a model file's settings are
+        checked against it (:mod:`sk_htlnet.io`).
+
+        Returns
+        -------
+        dict
+            ``{"module": {...}, "criterion": {...}}`` of JSON values: the module's
+            ``embedding_dim``, ``tower_units`` (list of int), ``dropout``, the HTLNet switches
+            (``architecture="htlnet"``) or ``n_experts`` (MMoE; PLE has half as many
+            task-specific as shared experts); the criterion's ``task_weights`` and ``pos_weight``
+            (lists or None), ``uncertainty`` (the gradient strategy's ``uses_uncertainty``),
+            ``core_loss`` (``core_loss_``) and ``tweedie_power``.
+
+        Raises
+        ------
+        ValueError
+            If ``tower_units``, ``task_weights`` or ``stage_pos_weight`` does not fit
+            (:meth:`checked_sizes`).
+        """
         units, weights, pos = self.checked_sizes()
-        k = self.n_stages_
-        means = [weighted_nanmean(y_transformed[:, j], sample_weight) for j in range(k + 1)]
-        rates = np.clip(np.asarray(means[:k]), EPS_RATE, 1 - EPS_RATE)
-        # with a positive-class weight w the loss is minimised by log(w p / (1 - p))
-        priors = np.log(rates / (1 - rates)) + (np.log(pos) if pos is not None else 0.0)
-        core = y_transformed[:, k]
-        raw_scale = self.core_transform_.loss_scale  # "none": the squared error in the core's units
-        loss_scale = min(raw_scale, _MAX_CORE_LOSS_SCALE)
-        core_var = (weighted_nanmean((core - means[k]) ** 2, sample_weight) or 1.0) * loss_scale
-        core_prior = core_loss_family(self.core_loss_).prior(core, sample_weight)
-        if self.core_loss_ != "mse":
-            core_var = 1.0  # likelihoods are already free of the target's units
-        embedding = self.feature_encoder_.embedding_spec()
-        module = dict(
-            cardinalities=embedding["cardinalities"],
-            n_numeric=embedding["n_numeric"],
-            numeric_encoding=embedding["numeric_encoding"],
-            numeric_edges=embedding["numeric_edges"],
-            n_stages=k,
-            embedding_dim=int(self.embedding_dim),
-            tower_units=list(units),
-            dropout=float(self.dropout),
-            stage_logit_priors=[float(v) for v in np.atleast_1d(priors)] if k else [],
-            core_prior=core_prior,
-        )
+        module = dict(embedding_dim=int(self.embedding_dim), tower_units=list(units), dropout=float(self.dropout))
         if self.architecture == "htlnet":
             module.update(
                 label_embedding_dim=int(self.label_embedding_dim),
@@ -103,15 +100,52 @@ class _NetAssembly:
         elif self.architecture == "ple":
             module["n_experts"] = max(1, int(self.n_experts) // 2)
         criterion = dict(
-            n_stages=k,
-            core_scale=float(core_var),
-            core_loss_scale=float(loss_scale),
-            core_report_scale=float(raw_scale / loss_scale),
             task_weights=None if weights is None else weights.tolist(),
             pos_weight=None if pos is None else pos.tolist(),
             uncertainty=get_strategy(self.gradient_adjustment).uses_uncertainty,
             core_loss=self.core_loss_,
             tweedie_power=float(self.tweedie_power),
+        )
+        return {"module": module, "criterion": criterion}
+
+    def _net_spec(self, y_transformed, sample_weight=None):
+        """Module and criterion settings: :meth:`param_settings` and what comes from the data
+        (plain Python values, JSON-able)."""
+        settings = self.param_settings()
+        pos = settings["criterion"]["pos_weight"]
+        k = self.n_stages_
+        means = [weighted_nanmean(y_transformed[:, j], sample_weight) for j in range(k + 1)]
+        rates = np.clip(np.asarray(means[:k]), EPS_RATE, 1 - EPS_RATE)
+        # with a positive-class weight w the loss is minimised by log(w p / (1 - p))
+        priors = np.log(rates / (1 - rates)) + (np.log(np.asarray(pos)) if pos is not None else 0.0)
+        core = y_transformed[:, k]
+        raw_scale = self.core_transform_.loss_scale  # "none": the squared error in the core's units
+        loss_scale = min(raw_scale, _MAX_CORE_LOSS_SCALE)
+        core_var = (weighted_nanmean((core - means[k]) ** 2, sample_weight) or 1.0) * loss_scale
+        core_prior = core_loss_family(self.core_loss_).prior(core, sample_weight)
+        if core_loss_family(self.core_loss_).likelihood:
+            core_var = 1.0  # likelihoods are already free of the target's units
+        embedding = self.feature_encoder_.embedding_spec()
+        from_params = settings["module"]
+        module = dict(
+            cardinalities=embedding["cardinalities"],
+            n_numeric=embedding["n_numeric"],
+            numeric_encoding=embedding["numeric_encoding"],
+            numeric_edges=embedding["numeric_edges"],
+            n_stages=k,
+            embedding_dim=from_params["embedding_dim"],
+            tower_units=from_params["tower_units"],
+            dropout=from_params["dropout"],
+            stage_logit_priors=[float(v) for v in np.atleast_1d(priors)] if k else [],
+            core_prior=core_prior,
+        )
+        module.update({key: value for key, value in from_params.items() if key not in module})
+        criterion = dict(
+            n_stages=k,
+            core_scale=float(core_var),
+            core_loss_scale=float(loss_scale),
+            core_report_scale=float(raw_scale / loss_scale),
+            **settings["criterion"],
         )
         return {"architecture": self.architecture, "module": module, "criterion": criterion}
 
@@ -181,7 +215,14 @@ class _NetAssembly:
             sparse_updates=bool(self.sparse_updates),
         )
         if self.net_kwargs:
-            net.set_params(**self.net_kwargs)
+            try:
+                net.set_params(**self.net_kwargs)
+            except ValueError as exc:  # skorch's message lists every setting of the net
+                unknown = [k for k in self.net_kwargs if f"Invalid parameter '{k.split('__')[0]}'" in str(exc)
+                           or f"Invalid parameter '{k}'" in str(exc)]
+                raise ValueError(f"net_kwargs sets {unknown or list(self.net_kwargs)}, which the skorch net "
+                                 "(sk_htlnet.net.HybridNet) has no parameter of; see skorch.NeuralNet's "
+                                 "parameters (double-underscore names such as optimizer__betas)") from None
         return net
 
     def _sink(self, msg):

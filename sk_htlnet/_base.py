@@ -19,6 +19,7 @@ from ._prediction import _Prediction
 from ._state import _State
 from ._stats import weighted_nanmean
 from .checkpoint import checkpoint_folder, checkpoint_lock
+from .core_losses import core_loss as core_loss_family
 from .core_losses import core_mean
 from .core_transform import CoreTransform
 from .data import FunnelDataset
@@ -152,10 +153,11 @@ class BaseHTLNet(_NetAssembly, _Checks, _Prediction, _State, MultiOutputMixin, R
             self.core_loss_ = resolve_core_loss(self.core_loss, self.target_transform, self.retransformation,
                                                 values[:, k])
             self.target_transform_ = transform = self._resolve_target_transform(values[:, k], names[k])
+            likelihood = core_loss_family(self.core_loss_).likelihood
             self.core_transform_ = CoreTransform(
-                transform, self.retransformation, calibrate=self.core_loss_ != "mse"
+                transform, self.retransformation, calibrate=likelihood
             ).fit(values[:, k])
-            if self.core_loss_ != "mse":  # condition the likelihood: amounts in units of their mean
+            if likelihood:  # condition the likelihood: amounts in units of their mean
                 self.core_transform_.std = weighted_nanmean(values[:, k], sample_weight) or 1.0
         else:  # a later chunk: the same checks of the core against the loss; widen the clipping range
             self._resolve_target_transform(values[:, k], names[k])

@@ -4,6 +4,7 @@ bookkeeping of a continued fit (which parameters its network was built with): a 
 
 import contextlib
 import copy
+import inspect
 import numbers
 import os
 import warnings
@@ -11,6 +12,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_array, validate_data
 from skorch.callbacks import Callback
@@ -154,15 +156,23 @@ class _Checks:
             self._check_setup()
 
     def checked_sizes(self):
-        """``(tower_units, task_weights, stage_pos_weight)`` checked against the fitted number of
-        stages: a tuple of int, and float64 arrays of k + 1 and k values (each None when the
-        parameter is None).
+        """The sequence parameters checked against the fitted number of stages ``n_stages_``.
+
+        Returns
+        -------
+        tower_units : tuple of int
+        task_weights : ndarray of float64, shape (k + 1,), or None when the parameter is None
+        stage_pos_weight : ndarray of float64, shape (k,), or None when the parameter is None
 
         Raises
         ------
+        sklearn.exceptions.NotFittedError
+            If the number of stages is not known yet (no fit has parsed y).
         ValueError
             If a value does not fit ``n_stages_`` or is not finite and positive where it must be.
         """
+        if not hasattr(self, "n_stages_"):
+            raise NotFittedError("checked_sizes needs the fitted number of stages (n_stages_): fit first")
         raw_units = np.atleast_1d(self.tower_units)
         units = tuple(int(u) for u in raw_units) if raw_units.dtype.kind in "iuf" else ()
         if not units or min(units) < 1 or not np.array_equal(raw_units, units):
@@ -237,6 +247,12 @@ class _Checks:
             if np.ndim(value) == 1 and any(isinstance(v, (bool, np.bool_)) for v in value):
                 raise ValueError(f"{name} must hold numbers, got {value!r} (with a bool)")
         for key in self.net_kwargs or {}:
+            if key.startswith("optimizer__") and key.count("__") == 1:
+                option = key.split("__", 1)[1]
+                known = [p for p in inspect.signature(torch.optim.Adam).parameters if p != "params"]
+                if option not in known:
+                    raise ValueError(f"net_kwargs sets {key!r}, but the optimiser (torch.optim.Adam) has no "
+                                     f"option {option!r}; its options are {known}")
             owner = _net_kwarg_owner(key)
             if owner is not None:
                 raise ValueError(

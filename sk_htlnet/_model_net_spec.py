@@ -17,11 +17,8 @@ from ._model_fields import (
     is_flat_json, short_repr,
 )
 from .modules import ARCHITECTURES
-from .net import HybridLoss, core_loss_width
-
-# module settings that repeat an estimator parameter of the same name and must agree with it
-_SAME_AS_PARAM = ("embedding_dim", "label_embedding_dim", "fusion_dim", "fusion", "label_sampling", "tau",
-                  "label_embedding", "representation_transfer", "stop_gradient", "dropout")
+from .core_losses import core_loss_width
+from .losses import HybridLoss
 
 
 def _signature(cls):
@@ -106,9 +103,11 @@ def check_net_spec(spec, est, field):
     units = as_list(module.get("tower_units"), f"{field}.module.tower_units")
     if units != [int(u) for u in est.tower_units] or not all(type(u) is int for u in units):
         fail(f"{field}.module.tower_units", f"{list(est.tower_units)} (the parameter tower_units)", units)
-    same = {name: getattr(est, name) for name in _SAME_AS_PARAM}
-    if est.architecture in ("mmoe", "ple"):  # PLE: as many task-specific as shared experts
-        same["n_experts"] = est.n_experts if est.architecture == "mmoe" else max(1, est.n_experts // 2)
+    try:
+        settings = est.param_settings()  # the spec's part that follows from the parameters
+    except ValueError as exc:  # task_weights or stage_pos_weight against the number of targets
+        raise ModelFileError(f"config.json params: {exc}") from None
+    same = {name: value for name, value in settings["module"].items() if name != "tower_units"}
     for name, param in same.items():
         if name in sig and (name not in module or not _same_setting(module[name], param)):
             fail(f"{field}.module.{name}", f"{param!r} (from the parameter {name})", module.get(name, "nothing"))
@@ -123,26 +122,18 @@ def check_net_spec(spec, est, field):
     else:
         as_numbers(core_prior, f"{field}.module.core_prior", width)
     checked = {"cardinalities", "n_numeric", "numeric_encoding", "numeric_edges", "n_stages", "tower_units",
-               "n_experts", "stage_logit_priors", "core_prior", *_SAME_AS_PARAM}
+               "stage_logit_priors", "core_prior", *same}
     for name in set(module) - checked:
         _like_default(module[name], sig[name].default, f"{field}.module.{name}")
-    _check_criterion(criterion, est, f"{field}.criterion")
+    _check_criterion(criterion, est, settings["criterion"], f"{field}.criterion")
 
 
-def _check_criterion(criterion, est, field):
+def _check_criterion(criterion, est, expected, field):
     sig = _check_keys(criterion, HybridLoss, field)
     k = est.n_stages_
     as_int(criterion["n_stages"], f"{field}.n_stages", k, k)
     if "core_scale" in criterion:
         as_number(criterion["core_scale"], f"{field}.core_scale", positive=True)
-    try:
-        _, weights, pos = est.checked_sizes()
-    except ValueError as exc:  # task_weights or stage_pos_weight against the number of targets
-        raise ModelFileError(f"config.json params: {exc}") from None
-    expected = {"task_weights": None if weights is None else weights.tolist(),
-                "pos_weight": None if pos is None else pos.tolist(),
-                "uncertainty": est.gradient_adjustment == "uncertainty",
-                "core_loss": est.core_loss_, "tweedie_power": float(est.tweedie_power)}
     for name, want in expected.items():
         if name in criterion and not _same_setting(criterion[name], want):
             fail(f"{field}.{name}", f"{short_repr.repr(want)} (from the parameters)", criterion[name])

@@ -6,7 +6,7 @@ against the caps of :mod:`sk_htlnet._model_fields`) and against the other fields
 columns, the targets, the target transform), then the net's settings against the encoding and the
 parameters (:func:`sk_htlnet._model_net_spec.check_net_spec`).  It builds an estimator holding
 the parameters and the public fitted attributes without allocating anything the file declares;
-the state the estimator keeps in private attributes is returned for
+the checked fitted state is returned for
 :meth:`HTLNetRegressor.set_fitted_state`.  Every refusal is a ``ModelFileError`` naming the field.
 """
 
@@ -19,8 +19,10 @@ from ._model_fields import (
     as_number, as_numbers, as_object, as_str, decode_value, fail, is_flat_json, short_repr, unique_index,
 )
 from ._model_net_spec import check_net_spec
-from .estimator import CoreTransform, HTLNetRegressor
-from .net import CORE_LOSSES
+from .core_transform import CoreTransform
+from .estimator import HTLNetRegressor
+from .core_losses import CORE_LOSSES
+from .core_losses import core_loss as core_loss_family
 from .preprocessing import FeatureEncoder
 
 FORMAT = "sk_htlnet-model"
@@ -162,7 +164,6 @@ def check_fitted(fitted, est, field="config.json fitted"):
     enc = FeatureEncoder(est.categorical_features, est.numeric_encoding, est.n_bins)
     enc.categorical_mask_ = np.asarray(mask, dtype=bool)
     enc.vocabularies_ = vocabularies
-    enc.cardinalities_ = [len(v) + 2 for v in vocabularies]
     enc.mean_, enc.scale_, enc.min_, enc.max_, enc.bin_edges_ = mean, scale, low, high, bin_edges
     enc.set_columns(columns)
     est.feature_encoder_ = enc
@@ -179,7 +180,7 @@ def check_fitted(fitted, est, field="config.json fitted"):
     if est.core_loss not in ("auto", core_loss):
         fail(f"{field}.net_spec.criterion.core_loss", f"{est.core_loss!r} (the parameter core_loss)", core_loss)
     transform_kind = as_str(fitted["target_transform"], f"{field}.target_transform", ("none", "standardize", "log1p"))
-    if core_loss != "mse":
+    if core_loss_family(core_loss).likelihood:
         if transform_kind != "none" or est.target_transform not in ("auto", "none"):
             fail(f"{field}.target_transform",
                  f"'none' with target_transform 'auto' or 'none' (core_loss={core_loss!r})",
@@ -199,7 +200,7 @@ def check_fitted(fitted, est, field="config.json fitted"):
 
 def _check_transform(stored, est, field):
     as_object(stored, field, _TRANSFORM_KEYS)
-    transform = CoreTransform(est.target_transform_, est.retransformation, calibrate=est.core_loss_ != "mse")
+    transform = CoreTransform(est.target_transform_, est.retransformation, calibrate=core_loss_family(est.core_loss_).likelihood)
     transform.mean = as_number(stored["mean"], f"{field}.mean")
     transform.std = as_number(stored["std"], f"{field}.std", positive=True)
     transform.smearing = as_number(stored["smearing"], f"{field}.smearing", positive=True)
@@ -227,7 +228,7 @@ def check_config(config):
     est : HTLNetRegressor
         The parameters and the public fitted attributes, but no net yet.
     state : dict
-        The private fitted state, from :func:`check_fitted` (``columns``, ``y_1d``, ``net_spec``).
+        The checked fitted state, from :func:`check_fitted` (the keys of ``fitted_state``).
     dropped : list of str
         The parameters of ``NOT_STORED`` that the file had set (reset to None).
     """

@@ -9,18 +9,18 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from .core_losses import core_mean
 from .data import FunnelDataset
-from .targets import parse_targets
+from .targets import check_targets
 
 
 class _Prediction:
     """``predict``, ``predict_frame``, ``score`` and ``make_dataset`` of
     :class:`~sk_htlnet.HTLNetRegressor` (mixin)."""
 
-    def _core_targets(self, y):
-        """y as float64 (n, k + 1) with the core column on the transformed scale the loss uses."""
-        values = parse_targets(y)[0].copy()
-        values[:, self.n_stages_] = self.core_transform_.forward(values[:, self.n_stages_])
-        return values
+    def _fitted_targets(self, y, n_rows):
+        """y checked as a later chunk of ``fit`` is (:func:`sk_htlnet.targets.check_targets`) and
+        against the fitted targets: float64 (n_rows, k + 1).  A DataFrame's columns must be the
+        fitted target names, in order."""
+        return check_targets(y, n_rows, incremental=True, fitted=self.target_names_)[0]
 
     def _forward(self, dataset, initial=False):
         """The network's eval-mode output (rows, outputs) as float64; ``initial``: with the weights
@@ -29,16 +29,18 @@ class _Prediction:
         return out.detach().cpu().numpy().astype(np.float64)
 
     def make_dataset(self, X, y=None, sample_weight=None):
-        """The :class:`sk_htlnet.net.FunnelDataset` the fitted network reads.
+        """The :class:`sk_htlnet.data.FunnelDataset` the fitted network reads.
 
         Parameters
         ----------
         X : DataFrame or array-like of shape (n_samples, n_features)
             Checked and encoded as in ``predict``.
         y : DataFrame or array-like of shape (n_samples, k + 1) or (n_samples,), default=None
-            When given, checked as in ``fit``; the core column is put on the scale the loss sees
-            (``core_transform_``), as float32.
+            When given, checked as a later chunk of ``fit`` is (stages 0/1/NaN, a finite core; a
+            DataFrame's columns are the fitted target names, in order); the core column is put on
+            the scale the loss sees (``core_transform_``), as float32.
         sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative row weights, as float32; batches then carry them (``"sample_weight"``).
 
         Returns
         -------
@@ -51,17 +53,18 @@ class _Prediction:
         sklearn.exceptions.NotFittedError
             If called before ``fit``.
         ValueError
-            If X or y do not match the fitted columns and targets.
+            If X or y do not match the fitted columns and targets, or a weight is negative.
         """
         check_is_fitted(self, "net_")
         inputs = self.feature_encoder_.transform(self._validate_X(X, reset=False))
-        targets = None
+        n_rows, targets = len(inputs["cat"]), None
         if y is not None:
-            targets = self._core_targets(y).astype(np.float32)
-            if len(targets) != len(inputs["cat"]):
-                raise ValueError(f"y has {len(targets)} rows, X has {len(inputs['cat'])}")
+            targets = self._fitted_targets(y, n_rows)
+            targets[:, -1] = self.core_transform_.forward(targets[:, -1])  # the scale the loss sees
+            targets = targets.astype(np.float32)
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, inputs["cat"], dtype=np.float32)
+            sample_weight = _check_sample_weight(sample_weight, inputs["cat"], dtype=np.float32,
+                                                 ensure_non_negative=True)
         return FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"], targets, sample_weight)
 
     def predict(self, X):
@@ -138,14 +141,21 @@ class _Prediction:
         Returns
         -------
         float
+
+        Raises
+        ------
+        ValueError
+            If y's shape differs from the predictions', or a column of y has no observed label.
         """
-        pred = self.predict(X).reshape(len(y), -1) if hasattr(y, "__len__") else self.predict(X)
-        values, _, _ = parse_targets(y)
-        if values.shape != pred.shape:
-            raise ValueError(f"y has shape {values.shape}, but the model predicts {pred.shape}")
+        pred = self.predict(X)
+        pred = pred.reshape(len(pred), -1)
+        values = self._fitted_targets(y, len(pred))
+        names = list(self.target_names_)
         scores = []
         for j in range(values.shape[1]):
             ok = ~np.isnan(values[:, j])
+            if not ok.any():
+                raise ValueError(f"y's column {names[j]!r} has no observed label (all NaN): R^2 is undefined")
             w = None if sample_weight is None else np.asarray(sample_weight)[ok]
             scores.append(r2_score(values[ok, j], pred[ok, j], sample_weight=w))
         return float(np.mean(scores))

@@ -40,18 +40,33 @@ class _State:
         return state
 
     def set_fitted_state(self, state):
-        """Make this estimator the fitted one that ``state`` (from :meth:`fitted_state`) describes,
-        with its network built from ``state["net_spec"]`` on ``device`` and initialised: the caller
-        then loads the weights into ``net_.module_`` (``load_state_dict``).
+        """Make this estimator the fitted one that ``state`` describes, its network initialised.
 
-        ``state`` is trusted: :func:`sk_htlnet.io.load_model` checks a file's fields before this.
-        The estimator's parameters (``get_params``) are those it was made with; a later ``fit``
-        starts afresh, ``warm_start`` and ``partial_fit`` continue the network.
+        The network is built from ``state["net_spec"]`` on ``device`` with its initial weights:
+        the caller then loads the trained ones into ``net_.module_`` (``load_state_dict``).  The
+        values are taken as they are (:func:`sk_htlnet.io.load_model` checks a file's fields
+        first); the parameters (``get_params``) stay those the estimator was made with and must be
+        the ones the state was fitted with.  A later ``fit`` starts afresh; ``warm_start`` and
+        ``partial_fit`` continue the network.
+
+        Parameters
+        ----------
+        state : dict
+            The keys of :meth:`fitted_state`.
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            If a key is missing, or the net spec's settings differ from those the parameters give
+            (:meth:`param_settings`).
         """
+        missing = sorted((set(_FITTED) | {"feature_names_in", "y_1d", "net_spec"}) - set(state))
+        if missing:
+            raise ValueError(f"set_fitted_state: the state lacks {missing}")
         for key in _FITTED:
             setattr(self, key + "_", state[key])
         if state.get("feature_names_in") is not None:
@@ -59,7 +74,13 @@ class _State:
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         self._y_1d = bool(state["y_1d"])
-        self._net_spec_ = state["net_spec"]
+        spec, settings = state["net_spec"], self.param_settings()
+        differ = sorted(f"{part}.{key}" for part in ("module", "criterion") for key, value in settings[part].items()
+                        if spec[part].get(key) != value)
+        if spec.get("architecture") != self.architecture or differ:
+            raise ValueError(f"set_fitted_state: the state's net was built with other parameters than this "
+                             f"estimator's (architecture {spec.get('architecture')!r}, settings {differ})")
+        self._net_spec_ = spec
         net = self._make_net(self._net_spec_, seed=0, early=False)
         net.initialize()
         self.net_ = net

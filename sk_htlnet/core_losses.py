@@ -31,6 +31,10 @@ class CoreLoss:
 
     name = None
     width = 1
+    #: a likelihood of the amount in its own units (y >= 0): trained on y over its training mean,
+    #: taken as is in the monitored total, its mean recalibrated by the isotonic retransformation,
+    #: and no target transform; False for a loss on the ``target_transform`` scale
+    likelihood = True
 
     def per_row(self, out, y):
         """Per-row loss, float32 (batch,), of the core head's outputs ``out`` (batch, width) against
@@ -59,6 +63,7 @@ class MSECore(CoreLoss):
     variance under ``target_transform="none"``, else 1).  Mean: the output; prior: the weighted mean."""
 
     name = "mse"
+    likelihood = False
 
     def __init__(self, scale=1.0):
         self.scale = float(scale)

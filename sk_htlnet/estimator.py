@@ -15,7 +15,6 @@ from .core_losses import CORE_LOSSES
 from .gradient import GRADIENT_ADJUSTMENTS
 from .modules import ARCHITECTURES
 from .preprocessing import NUMERIC_ENCODINGS
-from .core_transform import CoreTransform  # noqa: F401 (the class of core_transform_)
 
 __all__ = ["HTLNetRegressor"]
 
@@ -225,7 +224,7 @@ class HTLNetRegressor(BaseHTLNet):
         Epochs run.
     feature_encoder_ : sk_htlnet.preprocessing.FeatureEncoder
         The fitted encoding of X's columns (vocabularies, bin edges, missing flags).
-    core_transform_ : CoreTransform
+    core_transform_ : sk_htlnet.core_transform.CoreTransform
         The fitted transform of the core target to the scale the loss sees, and back (with the
         isotonic retransformation's knots when ``retransformation="isotonic"``).
 

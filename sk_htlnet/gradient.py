@@ -156,7 +156,7 @@ class MetaBalance(GradientStrategy):
 class UncertaintyWeighting(NoAdjustment):
     """Kendall et al. (CVPR 2018): learned per-task loss weights from homoscedastic uncertainty.
 
-    The weighting happens in the loss (:class:`sk_htlnet.net.HybridLoss` with ``uncertainty=True``
+    The weighting happens in the loss (:class:`sk_htlnet.losses.HybridLoss` with ``uncertainty=True``
     learns ``s_t = log sigma_t^2``: ``exp(-s) L + s / 2`` for a stage, ``exp(-s) L / 2 + s / 2`` for the
     core); the gradients are then summed as usual.
     """

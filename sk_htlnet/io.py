@@ -38,7 +38,6 @@ import pandas as pd
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
-from skorch.callbacks import LoadInitState
 
 from ._json_input import parse_json
 from ._model_archive import config_cap, open_regular, read_archive, write_archive
@@ -114,6 +113,8 @@ def save_model(estimator, path):
 
     Raises
     ------
+    TypeError
+        If ``estimator`` is not an HTLNetRegressor (a Pipeline included).
     sklearn.exceptions.NotFittedError
         If the estimator is not fitted.
     ValueError
@@ -124,6 +125,13 @@ def save_model(estimator, path):
     """
     from sklearn.utils.validation import check_is_fitted
 
+    from .estimator import HTLNetRegressor
+
+    if not isinstance(estimator, HTLNetRegressor):
+        steps = getattr(estimator, "steps", None)
+        hint = (" For a Pipeline, save its HTLNetRegressor step (pipeline[-1]) and keep the transformers "
+                "another way (pickle, or skops for a checked format)." if steps is not None else "")
+        raise TypeError(f"save_model saves a fitted HTLNetRegressor, got {type(estimator).__name__}.{hint}")
     check_is_fitted(estimator, "net_")
     enc = estimator.feature_encoder_
     columns = enc.columns_
@@ -365,9 +373,6 @@ def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
                                      "config.json net_spec.module.numeric_edges")
         net.module_.load_state_dict({k: v.to(net.device) for k, v in state.items()})
         del state
-        for _, callback in net.callbacks_:  # none from a file (no checkpoint_dir); a loaded net keeps its weights
-            if isinstance(callback, LoadInitState):
-                callback.did_load_ = True
         _probe(est)
     except ModelFileError:
         raise

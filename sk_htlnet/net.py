@@ -15,8 +15,7 @@ from skorch.callbacks import EarlyStopping, PassthroughScoring
 from skorch.utils import TeeGenerator, to_tensor
 from torch import nn
 
-from .core_losses import CORE_LOSSES, core_loss_width, core_mean  # noqa: F401 (their home: sk_htlnet.core_losses)
-from .data import BatchIterator, FunnelDataset, FunnelValidSplit  # noqa: F401 (their home: sk_htlnet.data)
+from .data import BatchIterator, FunnelDataset
 from .divergence import TrainingDivergedError, find_monitor
 from .losses import HybridLoss
 

@@ -135,6 +135,12 @@ def _warn_type_mismatch(column, vocab, value):
         )
 
 
+def _table_rows(vocabularies):
+    """Embedding rows of each categorical field: its vocabulary, the out-of-vocabulary and the
+    missing-value row."""
+    return [len(v) + 2 for v in vocabularies]
+
+
 def numeric_embedding(numeric_encoding):
     """The :class:`~sk_htlnet.modules.SharedEmbedding` encoding of the numeric fields left after
     ``numeric_encoding`` (one of ``NUMERIC_ENCODINGS``): "linear" for "quantile", whose fields
@@ -258,7 +264,7 @@ class FeatureEncoder:
         self._cat_cols = [c for c, m in zip(cols, self.categorical_mask_) if m]
         self._num_cols = [c for c, m in zip(cols, self.categorical_mask_) if not m]
         self.vocabularies_ = [_hashable(c, _vocabulary, frame[c]) for c in self._cat_cols]
-        self.cardinalities_ = [len(v) + 2 for v in self.vocabularies_]
+        self.cardinalities_ = _table_rows(self.vocabularies_)
         values = self._numeric_values(frame, self._num_cols)
         m = values.shape[1]
         self.mean_, std, self.min_, self.max_ = np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m)
@@ -281,18 +287,40 @@ class FeatureEncoder:
         return self._encode(frame, values)
 
     def set_columns(self, columns):
-        """Give an encoder whose fitted statistics were restored (``categorical_mask_``,
-        ``vocabularies_``, the scalers and bin edges: a model file) its column labels, in the order
-        of ``categorical_mask_``; returns self.
+        """Give an encoder whose fitted statistics were restored (a model file) its column labels.
+
+        ``categorical_mask_``, ``vocabularies_`` (one per categorical column), ``mean_``,
+        ``scale_``, ``min_``, ``max_`` and ``bin_edges_`` (one per numeric column) must be set;
+        ``cardinalities_`` is derived from the vocabularies.
+
+        Parameters
+        ----------
+        columns : sequence
+            The column labels, in the order of ``categorical_mask_``.
+
+        Returns
+        -------
+        self : FeatureEncoder
 
         Raises
         ------
         ValueError
-            If ``columns`` and ``categorical_mask_`` differ in length.
+            If a fitted statistic is missing, or ``columns`` or a statistic does not fit
+            ``categorical_mask_``.
         """
-        columns, mask = list(columns), list(self.categorical_mask_)
-        if len(columns) != len(mask):
-            raise ValueError(f"set_columns got {len(columns)} column labels for a mask of {len(mask)} columns")
+        missing = [n for n in ("categorical_mask_", "vocabularies_", "mean_", "scale_", "min_", "max_", "bin_edges_")
+                   if not hasattr(self, n)]
+        if missing:
+            raise ValueError(f"set_columns needs the fitted statistics {missing} set first")
+        columns, mask = list(columns), [bool(m) for m in self.categorical_mask_]
+        n_cat = sum(mask)
+        sizes = {"columns": (len(columns), len(mask)), "vocabularies_": (len(self.vocabularies_), n_cat)}
+        sizes.update({n: (len(getattr(self, n)), len(mask) - n_cat)
+                      for n in ("mean_", "scale_", "min_", "max_", "bin_edges_")})
+        wrong = [f"{n} has {got} (expected {want})" for n, (got, want) in sizes.items() if got != want]
+        if wrong:
+            raise ValueError(f"set_columns: for a mask of {len(mask)} columns ({n_cat} categorical): {wrong}")
+        self.cardinalities_ = _table_rows(self.vocabularies_)
         self._columns = columns
         self._cat_cols = [c for c, m in zip(columns, mask) if m]
         self._num_cols = [c for c, m in zip(columns, mask) if not m]

@@ -1,12 +1,14 @@
-"""The hybrid target y: parsing it into k stage columns and the core (one definition, used by the
-estimator, the metrics and the tuning), its checks, and the policy
-that resolves ``core_loss="auto"`` and ``target_transform="auto"`` from the core target."""
+"""The hybrid target y: parsing it into k stage columns and the core, its checks (one definition,
+used by the estimator's fit, partial_fit, score and make_dataset and by the tuning), and the policy
+that resolves ``core_loss="auto"`` and ``target_transform="auto"`` from the core target.  The
+metrics check their own ``y_true`` / ``y_pred`` arrays, which may hold several cores."""
 
 import warnings
 
 import numpy as np
 import pandas as pd
 
+from .core_losses import core_loss as core_loss_family
 from .preprocessing import user_stacklevel
 
 __all__ = ["check_targets", "parse_targets", "resolve_core_loss", "resolve_target_transform"]
@@ -63,14 +65,31 @@ def parse_targets(y, n_rows=None):
 
 
 
-def check_targets(y, n_rows, incremental=False):
-    """Parse and check y; ``incremental`` (a later chunk of partial_fit or a warm start) accepts
-    a stage with one class, which a chunk of a rare stage often has."""
+def check_targets(y, n_rows, incremental=False, fitted=None):
+    """Parse and check y: (float64 values (n_rows, k + 1), names, was_1d).
+
+    ``incremental`` (a later chunk of partial_fit or a warm start, and y given to a fitted model)
+    accepts a stage with one class, which a chunk of a rare stage often has.  ``fitted``: the
+    target names a fitted model has; y must then have as many columns, and a DataFrame y those
+    names in that order.
+
+    Raises
+    ------
+    ValueError
+        Naming the column and what was expected: rows that differ from ``n_rows``, no column, a
+        column count or names other than ``fitted``, a stage value other than 0, 1 or NaN, a stage
+        without labels or (not ``incremental``) with one class, an infinite or unobserved core.
+    """
     values, names, was_1d = parse_targets(y, n_rows)
     if values.shape[0] != n_rows:
         raise ValueError(f"X and y have different numbers of rows: {n_rows} and {values.shape[0]}")
     if values.shape[1] == 0:
         raise ValueError("y has no columns; expected k binary stages then the core target")
+    if fitted is not None and values.shape[1] != len(fitted):
+        raise ValueError(f"y has {values.shape[1]} column(s), but the model was fitted on {len(fitted)} "
+                         f"targets {list(fitted)}")
+    if fitted is not None and isinstance(y, pd.DataFrame) and names != list(fitted):
+        raise ValueError(f"y has targets {names}, but the model was fitted on {list(fitted)}")
     k = values.shape[1] - 1
     for j in range(k):
         col = values[:, j]
@@ -118,7 +137,7 @@ def resolve_target_transform(target_transform, core_loss, retransformation, core
     """target_transform with "auto" resolved; checks it against ``core_loss_`` and the data."""
     transform = target_transform
     loss = core_loss
-    if loss != "mse":
+    if core_loss_family(loss).likelihood:
         if transform not in ("auto", "none"):
             raise ValueError(
                 f"core_loss={loss!r} models the core target in its own units; "

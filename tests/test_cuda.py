@@ -22,7 +22,7 @@ from sk_htlnet.io import load_model, save_model
 from sk_htlnet.metrics import funnel_report
 from sk_htlnet.modules import ARCHITECTURES
 from sk_htlnet.preprocessing import NUMERIC_ENCODINGS
-from sk_htlnet.net import CORE_LOSSES
+from sk_htlnet.core_losses import CORE_LOSSES
 
 from _helpers import raw_outputs
 from _sizes import SMALL_NET

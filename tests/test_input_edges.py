@@ -222,3 +222,57 @@ def test_real_parameters_beyond_float32_are_named(small, param):
     X, Y = small
     with pytest.raises(ValueError, match=f"{param}=1e\\+300 does not fit the network's float32"):
         HTLNetRegressor(**{**FAST, param: 1e300}).fit(X, Y)
+
+
+# ---- y at make_dataset and score, model files of other objects, net_kwargs (a new user's findings)
+@pytest.fixture(scope="module")
+def fitted_small():
+    X, Y = make_funnel(300, random_state=0)
+    return HTLNetRegressor(**SMALL_NET, max_iter=2, random_state=0).fit(X, Y), X, Y
+
+
+def test_make_dataset_checks_y_as_fit_does(fitted_small):
+    est, X, Y = fitted_small
+    assert est.make_dataset(X, [Y[c] for c in Y.columns]).y.shape == (len(X), 3)  # columns, as fit takes
+    bad = {
+        "extra column": (Y.assign(extra=1.0), r"4 column\(s\), but the model was fitted on 3"),
+        "columns reordered": (Y[Y.columns[::-1]], r"y has targets \['core', 'stage_2', 'stage_1'\]"),
+        "a stage of 2": (Y.assign(stage_1=2.0), r"stage column 'stage_1' must hold 0, 1 or NaN"),
+        "a 1-D y": (Y["core"], r"1 column\(s\), but the model was fitted on 3"),
+        "an infinite core": (Y.assign(core=np.inf), r"contains infinite values"),
+    }
+    for what, (y, message) in bad.items():
+        with pytest.raises(ValueError, match=message):
+            est.make_dataset(X, y)  # before: accepted (reordered: the core read as a stage) or IndexError
+    with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):
+        est.make_dataset(X, Y, sample_weight=-np.ones(len(X)))
+
+
+def test_score_names_a_column_without_labels_and_reads_y_as_fit_does(fitted_small):
+    est, X, Y = fitted_small
+    with pytest.raises(ValueError, match=r"'stage_1' has no observed label"):
+        est.score(X, Y.assign(stage_1=np.nan))  # before: scikit-learn's "Found array with 0 sample(s)"
+    assert est.score(X, [Y[c] for c in Y.columns]) == est.score(X, Y)  # before: -9.6 against -0.003
+
+
+def test_save_model_refuses_other_objects_by_name(fitted_small, tmp_path):
+    from sklearn.pipeline import Pipeline
+
+    from sk_htlnet.io import save_model
+
+    est, X, Y = fitted_small
+    pipe = Pipeline([("htlnet", est)])
+    with pytest.raises(TypeError, match=r"saves a fitted HTLNetRegressor, got Pipeline\. For a Pipeline"):
+        save_model(pipe, tmp_path / "p.htlnet")  # before: "This Pipeline instance is not fitted yet"
+    assert not (tmp_path / "p.htlnet").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"optimizer__foo": 1}, r"the optimiser \(torch.optim.Adam\) has no option 'foo'"),
+    ({"foo": 1}, r"net_kwargs sets \['foo'\], which the skorch net"),
+])
+def test_net_kwargs_mistakes_are_named(kwargs, message):
+    X, Y = make_funnel(100, random_state=0)
+    with pytest.raises(ValueError, match=message) as info:
+        HTLNetRegressor(**SMALL_NET, max_iter=1, net_kwargs=kwargs).fit(X, Y)
+    assert len(str(info.value)) < 400  # before: a raw TypeError, or 2,572 characters of the net's settings

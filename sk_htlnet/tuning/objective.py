@@ -14,7 +14,7 @@ from sklearn.utils import _safe_indexing
 
 from .. import HTLNetRegressor, TrainingDivergedError
 from ..metrics import canonical_metric, greater_is_better, make_funnel_scorer, metric_task, resolve_target
-from ..targets import parse_targets
+from ..targets import check_targets
 from ._folds import _splits
 from .pruning import PRUNING_CALLBACK_NAME, _PruningCallback
 from .space import _CORE_SCALE, _SPACE, params_from_trial, search_space
@@ -152,7 +152,7 @@ class FunnelObjective:
                  monitor, sample_weight, groups, random_state):
         self.X, self.y = X, y
         self.sample_weight = None if sample_weight is None else np.asarray(sample_weight)
-        values, names, _ = parse_targets(y)
+        values, names, _ = check_targets(y, len(X))  # as fit checks it, before any trial
         name = canonical_metric(metric)
         greater, task = greater_is_better(name), metric_task(name)
         self.metric = name

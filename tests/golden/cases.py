@@ -96,6 +96,10 @@ CASES = [
     _case("missing_labels_and_features", data=dict(missing_labels=0.3, missing_rate=0.2), core_loss="mse"),
     _case("early_stopping_true", early_stopping=True, validation_fraction=0.2),
     _case("early_stopping_auto_10001_rows", data=dict(n=10_001)),
+    # recorded after the redesign: the validation split's funnel depth was the sum of the stages
+    # and is now sk_htlnet.data.funnel_depth (leading stages passed), which differs on such rows
+    _case("early_stopping_skipped_stages", data=dict(skipped_stages=12), early_stopping=True,
+          validation_fraction=0.2),
     # ---- HTLNet switches ---------------------------------------------------------------------
     _case("htlnet_concat_relaxed", fusion="concat", label_sampling="relaxed", tau=0.5),
     _case("htlnet_dense_adam_decay", sparse_updates=False, weight_decay=1e-4),

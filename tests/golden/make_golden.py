@@ -76,6 +76,9 @@ def make_data(data_spec):
         rng = np.random.default_rng(seed + 1)
         for col in dict.fromkeys([Y.columns[max(k - 1, 0)], "core"]):  # ordered: the draws are seeded
             Y.loc[rng.random(n) < spec["missing_labels"], col] = np.nan
+    if spec.get("skipped_stages"):  # rows that pass stage 2 without stage 1 (a funnel out of order)
+        rows = np.random.default_rng(seed + 3).choice(n, spec["skipped_stages"], replace=False)
+        Y.iloc[rows, 0], Y.iloc[rows, 1] = 0, 1
     sample_weight = None
     if spec.get("sample_weight"):
         sample_weight = np.random.default_rng(seed + 2).uniform(0.5, 2.0, n)
