@@ -287,7 +287,8 @@ class DivergenceMonitor(Callback):
         remedy = f"Refit with a lower learning_rate (now {lr:g}; try {lower:g})"
         criterion = net.criterion_
         raw_scale = getattr(criterion, "core_loss_scale", 1.0) * getattr(criterion, "core_report_scale", 1.0)
-        if t == len(net.task_names) - 1 and getattr(criterion, "core_loss", None) == "mse" and raw_scale != 1.0:
+        transformable = not getattr(getattr(criterion, "core_family", None), "likelihood", True)  # the MSE
+        if t == len(net.task_names) - 1 and transformable and raw_scale != 1.0:
             remedy += ", use target_transform='log1p' or 'standardize' for a core target with large values"
         remedy += ", or check the inputs for extreme values."
         return TrainingDivergedError(
