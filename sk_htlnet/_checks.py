@@ -125,11 +125,24 @@ class _Checks:
                 validate_data(self, X.set_axis(pd.RangeIndex(p), axis=1), reset=reset, skip_check_array=True)
                 return X
         else:
+            if isinstance(X, pd.Series):
+                raise ValueError("X is a pandas Series, one column or one row; pass a DataFrame (for one row "
+                                 "of a DataFrame X, X.iloc[[i]] keeps it a DataFrame)")
             listed = not (isinstance(self.categorical_features, str) or self.categorical_features is None)
-            X = check_array(
-                X, dtype=None if listed else "numeric", ensure_all_finite="allow-nan",
-                ensure_min_samples=min_samples, estimator=self,
-            )
+            try:
+                X = check_array(
+                    X, dtype=None if listed else "numeric", ensure_all_finite="allow-nan",
+                    ensure_min_samples=min_samples, estimator=self,
+                )
+            except ValueError as exc:
+                if "could not convert" not in str(exc):
+                    raise
+                names = getattr(self, "feature_names_in_", None)
+                hint = (f" This model was fitted on a DataFrame with columns {list(names)[:10]}: pass X as "
+                        "a DataFrame with those columns." if names is not None and not reset else
+                        " Pass a DataFrame (its string, category and object columns are embedded as "
+                        "categorical features) or list the categorical columns in categorical_features.")
+                raise ValueError(f"X holds non-numeric values in an array ({exc}).{hint}") from None
         validate_data(self, X, reset=reset, skip_check_array=True)
         return X
 

@@ -122,6 +122,14 @@ def check_targets(y, n_rows, incremental=False, fitted=None):
         raise ValueError(f"core target column {names[k]!r} contains infinite values")
     if np.isnan(core).all():
         raise ValueError(f"core target column {names[k]!r} has no observed value")
+    observed = core[~np.isnan(core)]
+    if k and not incremental and np.isin(observed, (0.0, 1.0)).all() and np.unique(observed).size == 2:
+        warnings.warn(
+            f"the core target {names[k]!r} (y's last column) holds only 0 and 1, as the stages do: it is "
+            "fitted as a continuous outcome. If it is a stage, add the continuous core target (spend, "
+            "revenue, ...) as y's last column; HTLNetRegressor has no stages-only mode.",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
     return values, names, was_1d
 
 

@@ -276,3 +276,29 @@ def test_net_kwargs_mistakes_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
         HTLNetRegressor(**SMALL_NET, max_iter=1, net_kwargs=kwargs).fit(X, Y)
     assert len(str(info.value)) < 400  # before: a raw TypeError, or 2,572 characters of the net's settings
+
+
+def test_arrays_with_strings_and_series_say_what_to_pass():
+    # a new user's findings: numpy's "could not convert string to float" with no word on what to do
+    from sk_htlnet.datasets import load_hillstrom
+
+    X, Y = load_hillstrom()
+    X, Y = X.iloc[:400], Y.iloc[:400]
+    est = HTLNetRegressor(**SMALL_NET, max_iter=1, random_state=0).fit(X, Y)
+    with pytest.raises(ValueError, match=r"fitted on a DataFrame with columns \['recency', .*pass X as a DataFrame"):
+        est.predict(X.to_numpy())
+    with pytest.raises(ValueError, match=r"X is a pandas Series.*X.iloc\[\[i\]\]"):
+        est.predict(X.iloc[0])
+    with pytest.raises(ValueError, match=r"non-numeric values in an array .*categorical_features"):
+        HTLNetRegressor(**SMALL_NET, max_iter=1).fit(X.to_numpy(), Y)
+    assert est.predict(X.iloc[[0]]).shape == (1, 3)
+
+
+def test_an_all_binary_y_warns_that_its_last_column_is_the_core():
+    X, Y = make_funnel(200, random_state=0)
+    stages = Y[["stage_1", "stage_2"]]
+    with pytest.warns(UserWarning, match=r"the core target 'stage_2' \(y's last column\) holds only 0 and 1"):
+        HTLNetRegressor(**SMALL_NET, max_iter=1, random_state=0).fit(X, stages)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a continuous core does not warn
+        HTLNetRegressor(**SMALL_NET, max_iter=1, random_state=0).fit(X, Y)

@@ -8,7 +8,7 @@ training split, scores one metric of one target on the held-out rows, and lets O
 stop a trial after any epoch, from the validation loss reported by optuna-integration's skorch
 pruning callback.
 
-Needs the ``tuning`` extra: ``pip install "sk_htlnet[tuning]"``. The script
+Needs the ``tuning`` extra: ``pip install -e ".[tuning]"``. The script
 ``examples/tune_with_optuna.py`` in the repository runs a longer study on all rows.
 """
 

@@ -1,6 +1,6 @@
 """Hyper-parameter search for HTLNetRegressor with Optuna: search space, objective, pruning, storage.
 
-Needs the ``tuning`` extra (``pip install "sk_htlnet[tuning]"``: optuna and optuna-integration).
+Needs the ``tuning`` extra (``pip install -e ".[tuning]"``: optuna and optuna-integration).
 
 - :func:`search_space` samples the documented default space from an Optuna trial and returns
   :class:`~sk_htlnet.HTLNetRegressor` parameters; :func:`search_distributions` is the same space
@@ -44,7 +44,7 @@ try:
     import optuna_integration.skorch  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "sk_htlnet.tuning needs optuna and optuna-integration: pip install 'sk_htlnet[tuning]'"
+        "sk_htlnet.tuning needs optuna and optuna-integration: pip install -e '.[tuning]' in a checkout"
     ) from exc
 
 from . import pruning as _pruning
