@@ -164,7 +164,10 @@ class HTLNetRegressor(BaseHTLNet):
         runs several fits at once (``GridSearchCV(..., n_jobs=2)``) so the processes do not
         oversubscribe the cores.
     verbose : int, default=0
-        0 is silent; 1 prints skorch's per-epoch table.
+        0 is silent; 1 prints the per-epoch table (the total losses and, with early stopping,
+        each task's validation loss; every task's training loss is in ``history_``), in colour
+        only on a terminal (not in a redirected log, nor with ``NO_COLOR`` set); 2 adds a
+        per-batch progress bar (tqdm, through skorch's ``ProgressBar``).
     warm_start : bool, default=False
         Continue training the fitted net on the next ``fit`` instead of starting afresh.  The net
         keeps what it was built with (architecture, encoding, optimiser, callbacks): a continued

@@ -17,6 +17,7 @@ from torch import nn
 
 from .data import BatchIterator, FunnelDataset
 from .divergence import TrainingDivergedError, find_monitor
+from .logs import log_callbacks
 from .losses import HybridLoss
 
 __all__ = ["HybridNet"]
@@ -99,7 +100,9 @@ class HybridNet(NeuralNet):
 
     # ---- set-up -------------------------------------------------------------------------------
     def get_default_callbacks(self):
-        callbacks = list(super().get_default_callbacks())
+        own = dict(log_callbacks(self.task_names, int(self.verbose or 0)))
+        callbacks = [(name, own.pop(name, cb)) for name, cb in super().get_default_callbacks()]
+        callbacks += list(own.items())  # the progress bar, with verbose >= 2
         for name in self.task_names:
             callbacks.append((f"train_loss_{name}", PassthroughScoring(name=f"train_loss_{name}", on_train=True)))
             callbacks.append((f"valid_loss_{name}", PassthroughScoring(name=f"valid_loss_{name}")))

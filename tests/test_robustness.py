@@ -368,3 +368,18 @@ def test_epoch_table_shows_the_epoch_where_early_stopping_fired(funnel, capsys):
     assert est.n_iter_ < 40  # early stopping fired
     rows = [line.split()[0] for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert rows[-1] == str(est.n_iter_)
+
+
+def test_the_epoch_table_is_plain_and_narrow_in_a_log_and_verbose_2_adds_a_progress_bar(funnel, capsys):
+    # a new user's findings: ANSI colour codes in redirected logs, a 192-character table, and
+    # verbose=2 the same as 1
+    X, Y = funnel
+    HTLNetRegressor(**{**FAST, "max_iter": 2}, early_stopping=True, verbose=1).fit(X, Y)
+    out = capsys.readouterr()
+    table = [line for line in out.out.splitlines() if line.strip()]
+    assert "\x1b[" not in out.out and len(table) >= 4
+    assert max(len(line) for line in table) <= 110, table[0]
+    assert "valid_loss_" in table[0] and "train_loss_" not in table[0]
+    HTLNetRegressor(**{**FAST, "max_iter": 1}, verbose=2).fit(X, Y)
+    err = capsys.readouterr().err
+    assert "it/s" in err or "it]" in err, err
