@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 
 from sk_htlnet import HTLNetRegressor
 from sk_htlnet.datasets import load_hillstrom
-from sk_htlnet.metrics import funnel_report, gain_curve
+from sk_htlnet.metrics import compare_reports, funnel_report, gain_curve
 
 
 def split(X, Y, seed):
@@ -83,10 +83,7 @@ def run_seed(X, Y, seed, verbose, max_iter):
 
 def side_by_side(report):
     """Rows: target x metric; columns: the two models."""
-    long = report.drop(columns="task").stack().rename("value").reset_index()
-    long.columns = ["model", "target", "metric", "value"]
-    table = long.pivot_table(index=["target", "metric"], columns="model", values="value", sort=False)
-    return table[["HTLNet", "HistGB"]]
+    return compare_reports({model: report.loc[model] for model in ("HTLNet", "HistGB")})
 
 
 def plot(est, test, path):

@@ -310,3 +310,22 @@ def test_funnel_report_validates_arguments(kwargs, argument):
     arguments = {"y_true": np.zeros((10, 3)), "y_pred": np.zeros((10, 3)), **kwargs}
     with pytest.raises(ValueError, match=argument):
         funnel_report(**arguments)
+
+
+def test_compare_reports_puts_models_side_by_side():
+    from sk_htlnet.metrics import compare_reports
+
+    y = np.array([[0, 0.0], [1, 2.0], [1, 5.0], [0, 0.0], [1, 1.0]])
+    a = funnel_report(y, np.array([[0.2, 0.1], [0.7, 2.5], [0.6, 4.0], [0.3, 0.2], [0.9, 1.0]]))
+    b = funnel_report(y, np.array([[0.6, 0.1], [0.4, 2.5], [0.7, 4.0], [0.3, 0.2], [0.5, 1.0]]))
+    table = compare_reports({"b": b, "a": a})
+    assert list(table.columns) == ["b", "a"]  # the order given
+    assert table.loc[("stage_1", "AUC"), "a"] == a.loc["stage_1", "AUC"] == 1.0
+    assert table.loc[("stage_1", "AUC"), "b"] == b.loc["stage_1", "AUC"]
+    assert table.loc[("core", "Gini"), "a"] == a.loc["core", "Gini"]
+    assert ("core", "AUC") not in table.index and ("stage_1", "Gini") not in table.index  # not the task's
+    assert table.shape == (2 + 4, 2)  # AUC, log_loss for the stage; NRMSE, NMAE, Gini, Spearman for the core
+    with pytest.raises(ValueError, match=r"reports\['x'\] is not a funnel_report"):
+        compare_reports({"x": a.drop(columns="task")})
+    with pytest.raises(ValueError, match="non-empty dict"):
+        compare_reports({})

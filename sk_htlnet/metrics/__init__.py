@@ -53,7 +53,7 @@ Modules
   :func:`spearman`, :func:`auc` (greater is better).
 - ``errors``: :func:`nrmse`, :func:`nmae`, :func:`log_loss` (lower is
   better).
-- ``report``: :func:`funnel_report`.
+- ``report``: :func:`funnel_report`, :func:`compare_reports`.
 - ``scorers``: :func:`make_funnel_scorer`, :func:`funnel_scorers` and the
   metric table behind them, read through :func:`canonical_metric`, :func:`greater_is_better`
   and :func:`metric_task`; :func:`resolve_target` finds a target among the columns of y.
@@ -64,7 +64,7 @@ Every public name is importable from :mod:`sk_htlnet.metrics` itself.
 from . import scorers as _scorers
 from .errors import log_loss, nmae, nrmse
 from .ranking import auc, gain_curve, normalized_gini, spearman
-from .report import REPORT_COLUMNS, funnel_report  # noqa: F401 (REPORT_COLUMNS: importable, not in __all__)
+from .report import REPORT_COLUMNS, compare_reports, funnel_report  # noqa: F401 (REPORT_COLUMNS: importable, not in __all__)
 from .scorers import (
     canonical_metric,
     funnel_scorers,
@@ -85,6 +85,7 @@ __all__ = [
     "STAGE_SCORERS",
     "auc",
     "canonical_metric",
+    "compare_reports",
     "funnel_report",
     "funnel_scorers",
     "gain_curve",

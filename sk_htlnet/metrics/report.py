@@ -112,3 +112,46 @@ def funnel_report(y_true, y_pred, *, n_stages=None, target_names=None, sample_we
     index = pd.Index(target_names, name="target")
     report = pd.DataFrame(rows, index=index, columns=REPORT_COLUMNS)
     return report.astype(dict.fromkeys(REPORT_COLUMNS[1:], np.float64))
+
+
+def compare_reports(reports):
+    """Put the :func:`funnel_report` of several models side by side.
+
+    Parameters
+    ----------
+    reports : dict of str to pandas.DataFrame
+        Model name -> its ``funnel_report`` (on the same targets, usually the same test rows).
+
+    Returns
+    -------
+    pandas.DataFrame of float64
+        Indexed by (``target``, ``metric``), one column per model in the order given; the
+        metrics a target's task does not have (AUC for the core, Gini for a stage) are left out.
+
+    Raises
+    ------
+    ValueError
+        If ``reports`` is empty or a value is not a ``funnel_report`` frame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sk_htlnet.metrics import compare_reports, funnel_report
+    >>> y = np.array([[0, 0.0], [1, 2.0], [1, 5.0], [0, 0.0]])
+    >>> a = funnel_report(y, np.array([[0.2, 0.1], [0.7, 2.5], [0.6, 4.0], [0.3, 0.2]]))
+    >>> b = funnel_report(y, np.array([[0.5, 1.0], [0.5, 1.0], [0.5, 1.0], [0.5, 1.0]]))
+    >>> compare_reports({"model": a, "constant": b}).loc["core", "Gini"]
+    model       1.0
+    constant    0.0
+    Name: (core, Gini), dtype: float64
+    """
+    if not isinstance(reports, dict) or not reports:
+        raise ValueError("reports must be a non-empty dict of model name -> funnel_report")
+    columns = {}
+    for name, report in reports.items():
+        if not isinstance(report, pd.DataFrame) or list(report.columns) != REPORT_COLUMNS:
+            raise ValueError(f"reports[{name!r}] is not a funnel_report (a DataFrame with columns {REPORT_COLUMNS})")
+        columns[name] = report.drop(columns="task").stack(future_stack=True)
+    table = pd.concat(columns, axis=1).dropna(how="all").astype(np.float64)
+    table.index.names = ["target", "metric"]
+    return table
