@@ -122,8 +122,9 @@ class _NetAssembly:
         raw_scale = self.core_transform_.loss_scale  # "none": the squared error in the core's units
         loss_scale = min(raw_scale, _MAX_CORE_LOSS_SCALE)
         core_var = (weighted_nanmean((core - means[k]) ** 2, sample_weight) or 1.0) * loss_scale
-        core_prior = core_loss_family(self.core_loss_).prior(core, sample_weight)
-        if core_loss_family(self.core_loss_).likelihood:
+        family = core_loss_family(self.core_loss_)
+        core_prior = family.prior(core, sample_weight)
+        if family.likelihood:
             core_var = 1.0  # likelihoods are already free of the target's units
         embedding = self.feature_encoder_.embedding_spec()
         from_params = settings["module"]

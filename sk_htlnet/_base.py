@@ -22,7 +22,7 @@ from .checkpoint import checkpoint_folder, checkpoint_lock
 from .core_losses import core_loss as core_loss_family
 from .core_losses import core_mean
 from .core_transform import CoreTransform
-from .data import FunnelDataset
+from .data import INPUT_KEYS, FunnelDataset
 from .divergence import TrainingDivergedError, dead_network_error, find_monitor
 from .preprocessing import FeatureEncoder, user_stacklevel
 from .targets import check_targets, resolve_core_loss, resolve_target_transform
@@ -240,7 +240,7 @@ class BaseHTLNet(_NetAssembly, _Checks, _Prediction, _State, MultiOutputMixin, R
         ``inputs`` differ although it was not at initialisation.  A fresh fit is left unfitted
         (``net_`` removed); a continued one keeps the network (sk_htlnet.divergence).  A network
         constant from its initialisation on gets a ConvergenceWarning instead."""
-        features = [np.asarray(inputs[key])[rows] for key in ("cat", "num", "num_missing") if key in inputs]
+        features = [np.asarray(inputs[key])[rows] for key in INPUT_KEYS if key in inputs]
         error = dead_network_error(self.net_, raw, self.n_stages_, features, fresh=not keep)
         if error is not None and dead_network_error(
             self.net_, self._forward(dataset, initial=True), self.n_stages_, features
