@@ -135,8 +135,8 @@ class _Checks:
                     ensure_min_samples=min_samples, estimator=self,
                 )
             except ValueError as exc:
-                if "could not convert" not in str(exc):
-                    raise
+                if not any(text in str(exc) for text in ("could not convert", "arrays of bytes/strings")):
+                    raise  # numpy's message for an array with strings, or scikit-learn's for a list
                 names = getattr(self, "feature_names_in_", None)
                 hint = (f" This model was fitted on a DataFrame with columns {list(names)[:10]}: pass X as "
                         "a DataFrame with those columns." if names is not None and not reset else

@@ -287,6 +287,8 @@ def test_arrays_with_strings_and_series_say_what_to_pass():
     est = HTLNetRegressor(**SMALL_NET, max_iter=1, random_state=0).fit(X, Y)
     with pytest.raises(ValueError, match=r"fitted on a DataFrame with columns \['recency', .*pass X as a DataFrame"):
         est.predict(X.to_numpy())
+    with pytest.raises(ValueError, match=r"fitted on a DataFrame with columns \['recency', .*pass X as a DataFrame"):
+        est.predict(X.to_numpy().tolist())  # a list of rows: scikit-learn's own message before
     with pytest.raises(ValueError, match=r"X is a pandas Series.*X.iloc\[\[i\]\]"):
         est.predict(X.iloc[0])
     with pytest.raises(ValueError, match=r"non-numeric values in an array .*categorical_features"):
