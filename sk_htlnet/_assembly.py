@@ -201,7 +201,7 @@ class _NetAssembly:
             optimizer=torch.optim.Adam,
             optimizer__weight_decay=self.weight_decay,
             lr=self.learning_rate,
-            batch_size=self.batch_size,
+            batch_size=spec["batch_size"],
             max_epochs=self.max_iter,
             train_split=FunnelValidSplit(self.validation_fraction, k, seed) if early else None,
             callbacks=callbacks or None,

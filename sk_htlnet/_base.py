@@ -22,7 +22,7 @@ from .checkpoint import checkpoint_folder, checkpoint_lock
 from .core_losses import core_loss as core_loss_family
 from .core_losses import core_mean
 from .core_transform import CoreTransform
-from .data import INPUT_KEYS, FunnelDataset
+from .data import INPUT_KEYS, FunnelDataset, resolve_batch_size
 from .divergence import TrainingDivergedError, dead_network_error, find_monitor
 from .preprocessing import FeatureEncoder, user_stacklevel
 from .targets import check_targets, resolve_core_loss, resolve_target_transform
@@ -173,6 +173,7 @@ class BaseHTLNet(_NetAssembly, _Checks, _Prediction, _State, MultiOutputMixin, R
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         self._net_spec_ = self._net_spec(y_model, sample_weight)
         early = self.early_stopping if self.early_stopping != "auto" else n_rows > 10_000
+        n_train = n_rows
         if early and not incremental:
             n_valid = int(np.ceil(self.validation_fraction * n_rows))
             if n_valid < 1 or n_rows - n_valid < 2:
@@ -181,6 +182,10 @@ class BaseHTLNet(_NetAssembly, _Checks, _Prediction, _State, MultiOutputMixin, R
                     f"for early stopping, leaving {n_rows - n_valid} to train on (at least 2 are needed); "
                     "use a smaller validation_fraction or early_stopping=False"
                 )
+            n_train = n_rows - n_valid
+        # "auto" resolved once, on the rows of the first fit (or first partial_fit chunk), and kept
+        self._net_spec_["batch_size"] = resolve_batch_size(self.batch_size, n_train)
+        self.batch_size_ = self._net_spec_["batch_size"]
         fingerprint = None if self.checkpoint_dir is None else self._checkpoint_fingerprint(
             self._net_spec_, dataset, self.feature_encoder_, values, names, seed)
         return self._make_net(self._net_spec_, seed, early=early and not incremental,

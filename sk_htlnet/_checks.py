@@ -17,6 +17,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_array, validate_data
 from skorch.callbacks import Callback
 
+from ._frames import as_pandas
 from .preprocessing import user_stacklevel
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -102,7 +103,9 @@ class _Checks:
 
     def _validate_X(self, X, reset):
         """scikit-learn's checks and messages: shape, sparse, complex, sample and feature counts,
-        feature names (``validate_data``).  A DataFrame keeps its columns and dtypes."""
+        feature names (``validate_data``).  A DataFrame keeps its columns and dtypes; a polars
+        DataFrame is read as the pandas one it converts to (:func:`sk_htlnet._frames.as_pandas`)."""
+        X = as_pandas(X, "X")
         min_samples = 2 if reset else 1
         if isinstance(X, pd.DataFrame):
             n, p = X.shape

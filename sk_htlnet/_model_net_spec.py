@@ -75,6 +75,12 @@ def check_net_spec(spec, est, field):
         The spec's place in the file, for messages (``"config.json fitted.net_spec"``).
     """
     as_str(spec["architecture"], f"{field}.architecture", (est.architecture,))
+    if "batch_size" not in spec:  # a file from before batch_size="auto": its parameter is the int trained with
+        if est.batch_size == "auto":
+            fail(f"{field}.batch_size", 'the resolved batch size (params.batch_size is "auto")', None)
+        spec["batch_size"] = est.batch_size
+    low, high = (1, 2**62) if est.batch_size == "auto" else (est.batch_size, est.batch_size)
+    as_int(spec["batch_size"], f"{field}.batch_size", low, high)
     k = est.n_stages_
     module = as_object(spec["module"], f"{field}.module")
     sig = _check_keys(module, ARCHITECTURES[est.architecture], f"{field}.module")

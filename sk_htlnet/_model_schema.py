@@ -174,7 +174,8 @@ def check_fitted(fitted, est, field="config.json fitted"):
     est.n_stages_ = k
     est.n_iter_ = fitted["n_iter"]
 
-    spec = as_object(fitted["net_spec"], f"{field}.net_spec", ("architecture", "module", "criterion"))
+    spec = as_object(fitted["net_spec"], f"{field}.net_spec", ("architecture", "module", "criterion", "batch_size"),
+                     optional=("batch_size",))  # files written before batch_size="auto" lack it
     criterion = as_object(spec["criterion"], f"{field}.net_spec.criterion")
     core_loss = as_str(criterion.get("core_loss", "mse"), f"{field}.net_spec.criterion.core_loss", CORE_LOSSES)
     if est.core_loss not in ("auto", core_loss):

@@ -24,7 +24,8 @@ class _State:
             ``target_transform`` (str, "auto" resolved), ``n_features_in`` (int),
             ``feature_names_in`` (list, or None for an array X), ``y_1d`` (bool: ``predict``
             returns (n,) rather than (n, 1)) and ``net_spec`` (dict of JSON values: the module's and
-            the criterion's settings, from which :meth:`set_fitted_state` rebuilds the network).
+            the criterion's settings and the resolved ``batch_size``, from which
+            :meth:`set_fitted_state` rebuilds the network).
             The objects are the estimator's own, not copies.
 
         Raises
@@ -75,12 +76,17 @@ class _State:
             del self.feature_names_in_
         self._y_1d = bool(state["y_1d"])
         spec, settings = state["net_spec"], self.param_settings()
+        if not isinstance(spec.get("batch_size"), int) or spec["batch_size"] < 1 or (
+                self.batch_size != "auto" and spec["batch_size"] != self.batch_size):
+            raise ValueError(f"set_fitted_state: the state's net_spec needs the batch size it was fitted with "
+                             f"(batch_size={self.batch_size!r} resolved), got {spec.get('batch_size')!r}")
         differ = sorted(f"{part}.{key}" for part in ("module", "criterion") for key, value in settings[part].items()
                         if spec[part].get(key) != value)
         if spec.get("architecture") != self.architecture or differ:
             raise ValueError(f"set_fitted_state: the state's net was built with other parameters than this "
                              f"estimator's (architecture {spec.get('architecture')!r}, settings {differ})")
         self._net_spec_ = spec
+        self.batch_size_ = spec["batch_size"]
         net = self._make_net(self._net_spec_, seed=0, early=False)
         net.initialize()
         self.net_ = net

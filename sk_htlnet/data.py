@@ -1,7 +1,8 @@
 """The data pipeline of the net: encoded funnel data as tensors (:class:`FunnelDataset`), batches
 sliced from them without per-row Python (:class:`BatchIterator`), and the validation split
 stratified on funnel depth (:func:`funnel_depth`, the one definition, also used by the tuning's
-splits; :class:`FunnelValidSplit`)."""
+splits; :class:`FunnelValidSplit`), and the batch size that ``batch_size="auto"`` gives a number of
+training rows (:func:`resolve_batch_size`)."""
 
 import copy
 
@@ -9,9 +10,40 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-__all__ = ["BatchIterator", "FunnelDataset", "FunnelValidSplit", "funnel_depth"]
+__all__ = ["BatchIterator", "FunnelDataset", "FunnelValidSplit", "funnel_depth", "resolve_batch_size"]
 
 INPUT_KEYS = ("cat", "num", "num_missing")
+
+# batch_size="auto": benchmarks/batch_size.py measured the choice on the real funnels (docs/comparison.md)
+AUTO_MIN_STEPS = 2  # optimisation steps an epoch takes at least, until the batch reaches its cap
+AUTO_MIN_BATCH = 32
+AUTO_MAX_BATCH = 1024
+
+
+def resolve_batch_size(batch_size, n_rows):
+    """The rows per optimisation step that ``batch_size`` gives a fit on ``n_rows`` training rows.
+
+    Parameters
+    ----------
+    batch_size : int or "auto"
+        An int is returned as it is.  ``"auto"`` is the largest power of two at most half the
+        training rows (so an epoch takes at least two steps), kept within 32 to 1024: 1024 from
+        2,048 rows on (the fixed default before "auto"), 512 for 1,024 to 2,047 rows, 64 for 128 to
+        255, 32 below 128.  One batch of 1024 on 200 rows leaves 30 steps in ``max_iter=30`` epochs,
+        too few to fit them (R² 0.23 on scikit-learn's ``check_regressors_train`` problem, 0.75 at
+        64 rows a step); on the real funnels of ``benchmarks/batch_size.py`` (1,000 to 58,000
+        rows) batches of 512 and 1024 do as well as any and smaller ones than 256 do worse.
+    n_rows : int
+        Rows the net trains on (without the early-stopping validation rows).
+
+    Returns
+    -------
+    int
+    """
+    if batch_size != "auto":
+        return int(batch_size)
+    target = max(int(n_rows) // AUTO_MIN_STEPS, 1)
+    return int(min(AUTO_MAX_BATCH, max(AUTO_MIN_BATCH, 1 << (target.bit_length() - 1))))
 
 
 def funnel_depth(stages):

@@ -139,8 +139,12 @@ class HTLNetRegressor(BaseHTLNet):
         in the rows when fields have millions of categories (docs/performance.md).  False trains the
         tables with dense Adam like every other parameter (the paper's setting; absent rows then
         keep moving with their momentum).
-    batch_size : int, default=1024
-        Rows per optimisation step.
+    batch_size : int or "auto", default="auto"
+        Rows per optimisation step.  "auto" takes the largest power of two at most half the
+        training rows (at least two steps an epoch), kept within 32 to 1024: 1024 from 2,048
+        training rows on, 64 for 200 rows, 32 below 128, so that a small set gets enough steps
+        in ``max_iter`` epochs (:func:`sk_htlnet.data.resolve_batch_size`; the fitted value is
+        ``batch_size_``).
     max_iter : int, default=30
         Maximum number of epochs.
     early_stopping : "auto" or bool, default="auto"
@@ -225,6 +229,8 @@ class HTLNetRegressor(BaseHTLNet):
         skorch's ``dur`` and ``epoch``.
     n_iter_ : int
         Epochs run.
+    batch_size_ : int
+        Rows per optimisation step ("auto" resolved against the training rows of the first fit).
     feature_encoder_ : sk_htlnet.preprocessing.FeatureEncoder
         The fitted encoding of X's columns (vocabularies, bin edges, missing flags).
     core_transform_ : sk_htlnet.core_transform.CoreTransform
@@ -272,7 +278,7 @@ class HTLNetRegressor(BaseHTLNet):
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
         "sparse_updates": ["boolean"],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "early_stopping": [StrOptions({"auto"}), "boolean"],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
@@ -321,7 +327,7 @@ class HTLNetRegressor(BaseHTLNet):
         learning_rate=1e-3,
         weight_decay=0.0,
         sparse_updates=True,
-        batch_size=1024,
+        batch_size="auto",
         max_iter=30,
         early_stopping="auto",
         validation_fraction=0.1,

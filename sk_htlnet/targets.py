@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from ._frames import as_pandas
 from .core_losses import core_loss as core_loss_family
 from .preprocessing import user_stacklevel
 
@@ -19,11 +20,14 @@ def parse_targets(y, n_rows=None):
 
     A list or tuple of 1-D columns (arrays or Series, each of length ``n_rows``) is read as columns
     when its length differs from ``n_rows``; otherwise a list is read as rows, as in scikit-learn.
+    A polars DataFrame or Series is read as the pandas one it converts to (``_frames.as_pandas``).
     """
+    y = as_pandas(y, "y")
     if (
         isinstance(y, (list, tuple)) and n_rows is not None and len(y) != n_rows and len(y) > 0
         and all(np.ndim(c) == 1 and len(c) == n_rows for c in y)
     ):
+        y = [as_pandas(c, "y") for c in y]  # polars Series columns as pandas ones
         names = [getattr(c, "name", None) for c in y]
         if any(name is None for name in names):
             names = [f"stage_{i + 1}" for i in range(len(y) - 1)] + ["core"]
@@ -80,6 +84,7 @@ def check_targets(y, n_rows, incremental=False, fitted=None):
         column count or names other than ``fitted``, a stage value other than 0, 1 or NaN, a stage
         without labels or (not ``incremental``) with one class, an infinite or unobserved core.
     """
+    y = as_pandas(y, "y")
     values, names, was_1d = parse_targets(y, n_rows)
     if values.shape[0] != n_rows:
         raise ValueError(f"X and y have different numbers of rows: {n_rows} and {values.shape[0]}")

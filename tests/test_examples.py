@@ -16,9 +16,12 @@ def _load(name):
     return module
 
 
-def test_hillstrom_demo_quick_mode(tmp_path, capsys):
+def test_hillstrom_demo_quick_mode(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
     demo = _load("hillstrom_funnel")
+    figures = []
+    plot = demo.plot
+    monkeypatch.setattr(demo, "plot", lambda *args, **kwargs: figures.append(plot(*args, **kwargs)))
     out = tmp_path / "fig.png"
     reports = demo.main(["--n-rows", "8000", "--max-iter", "3", "--quiet", "--seeds", "0", "1",
                          "--out", str(out)])
@@ -26,6 +29,19 @@ def test_hillstrom_demo_quick_mode(tmp_path, capsys):
     assert out.exists() and out.stat().st_size > 10_000
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(out.resolve()) in printed
+    # one figure, of the first seed: the funnel, a calibration panel per target, the gain curve
+    # with the printed Ginis in its legend, the learning curve
+    (fig,) = figures
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 6 and "funnel" in titles[0] and "learning curve" in titles[5]
+    for title, name in zip(titles[1:4], ["visit", "conversion", "spend"]):
+        assert title.startswith(f"{name}: calibration by decile")
+    legend = [t.get_text() for t in fig.axes[4].get_legend().get_texts()]
+    for model in ("HTLNet", "HistGB"):
+        gini = reports[0].loc[(model, "spend"), "Gini"]
+        assert f"{model} (normalised Gini {gini:.4f})" in legend
+        auc = reports[0].loc[(model, "visit"), "AUC"]
+        assert f"{model} (AUC {auc:.4f})" in [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert "every split seed" in printed and "HistGB" in printed
     htl = reports[0].loc["HTLNet"].drop(columns=["task", "seed"])
     assert list(htl.index) == ["visit", "conversion", "spend"]

@@ -29,7 +29,7 @@ from sklearn.model_selection import train_test_split
 
 from sk_htlnet.datasets import load_hillstrom
 from sk_htlnet.metrics import funnel_report
-from sk_htlnet.tuning import make_objective, params_from_trial
+from sk_htlnet.tuning import make_objective, params_from_trial, trials_dataframe
 
 # SK_HTLNET_DOCS_QUICK=1 (the docs' CI build): a small subsample, two epochs
 QUICK = os.environ.get("SK_HTLNET_DOCS_QUICK") == "1"
@@ -65,7 +65,10 @@ study = optuna.create_study(
     pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
 )
 study.optimize(objective, n_trials=N_TRIALS)
-study.trials_dataframe(attrs=("number", "value", "state", "params"))
+# sk_htlnet.tuning.trials_dataframe is Optuna's table with a value only for completed trials
+# (Optuna gives a pruned trial its last report, a negated loss, as its value); a pruned trial's
+# loss is in the user attribute pruned_valid_loss.
+trials_dataframe(study, attrs=("number", "value", "state", "params", "user_attrs"))
 
 # %%
 # Optuna's own plots work on the study as usual:

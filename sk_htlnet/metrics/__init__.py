@@ -54,6 +54,8 @@ Modules
 - ``errors``: :func:`nrmse`, :func:`nmae`, :func:`log_loss` (lower is
   better).
 - ``report``: :func:`funnel_report`, :func:`compare_reports`.
+- ``calibration``: :func:`calibration_table` (mean predicted against mean
+  observed per quantile bin of the prediction: deciles, a reliability diagram).
 - ``scorers``: :func:`make_funnel_scorer`, :func:`funnel_scorers` and the
   metric table behind them, read through :func:`canonical_metric`, :func:`greater_is_better`
   and :func:`metric_task`; :func:`resolve_target` finds a target among the columns of y.
@@ -62,6 +64,7 @@ Every public name is importable from :mod:`sk_htlnet.metrics` itself.
 """
 
 from . import scorers as _scorers
+from .calibration import CALIBRATION_COLUMNS, calibration_table  # noqa: F401 (CALIBRATION_COLUMNS: importable, not in __all__)
 from .errors import log_loss, nmae, nrmse
 from .ranking import auc, gain_curve, normalized_gini, spearman
 from .report import REPORT_COLUMNS, compare_reports, funnel_report  # noqa: F401 (REPORT_COLUMNS: importable, not in __all__)
@@ -84,6 +87,7 @@ __all__ = [
     "CORE_SCORERS",
     "STAGE_SCORERS",
     "auc",
+    "calibration_table",
     "canonical_metric",
     "compare_reports",
     "funnel_report",

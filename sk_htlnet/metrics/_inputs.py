@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
 
+from .._frames import as_pandas
+
 
 def _undefined(message):
     warnings.warn(message, UndefinedMetricWarning, stacklevel=3)
@@ -18,6 +20,7 @@ def _undefined(message):
 
 
 def _as_array(values, name):
+    values = as_pandas(values, name)  # a polars DataFrame or Series as pandas
     if isinstance(values, (pd.Series, pd.DataFrame)):
         return values.to_numpy(dtype=np.float64, na_value=np.nan)
     try:

@@ -5,6 +5,7 @@ import numbers
 import numpy as np
 import pandas as pd
 
+from .._frames import as_pandas
 from ._inputs import _as_2d, _default_names
 from .errors import log_loss, nmae, nrmse
 from .ranking import auc, normalized_gini, spearman
@@ -64,6 +65,7 @@ def funnel_report(y_true, y_pred, *, n_stages=None, target_names=None, sample_we
     stage_1  stage  1.0   NaN
     core      core  NaN   1.0
     """
+    y_true, y_pred = as_pandas(y_true, "y_true"), as_pandas(y_pred, "y_pred")
     frames = [a for a in (y_true, y_pred) if isinstance(a, pd.DataFrame)]
     names = [str(c) for c in frames[0].columns] if frames else None
     y_true, y_pred = _as_2d(y_true, "y_true"), _as_2d(y_pred, "y_pred")

@@ -15,6 +15,7 @@ from sklearn import metrics as _sk
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from .._frames import as_pandas
 from ._inputs import _as_2d, _default_names
 from .errors import log_loss, nmae, nrmse
 from .ranking import auc, normalized_gini, spearman
@@ -159,6 +160,7 @@ def resolve_target(y, target):
     (1, 1, 0)
     """
     target = _check_target(target)
+    y = as_pandas(y, "y")
     if isinstance(y, pd.DataFrame):
         names, n = [str(c) for c in y.columns], y.shape[1]
     elif isinstance(y, pd.Series):
@@ -322,6 +324,7 @@ def funnel_scorers(targets, n_stages=None):
 
 def _score_target(y_true, y_pred, *, metric, target, sample_weight=None):
     """Select column ``target`` of y_true and y_pred and apply ``metric`` (the scorers' function)."""
+    y_true = as_pandas(y_true, "y_true")
     j = resolve_target(y_true, target)
     t, p = _as_2d(y_true, "y_true"), _as_2d(y_pred, "y_pred")
     if t.shape != p.shape:
@@ -342,6 +345,7 @@ def _check_target(target):
 
 def _scorer_targets(targets):
     """(names, select by position?, fitted n_stages or None) for funnel_scorers."""
+    targets = as_pandas(targets, "targets")
     final = targets[-1] if isinstance(targets, Pipeline) else targets
     if hasattr(final, "fit") and hasattr(final, "get_params"):
         check_is_fitted(final, "target_names_")

@@ -12,18 +12,23 @@ Needs the ``tuning`` extra (``pip install -e ".[tuning]"``: optuna and optuna-in
 - :func:`make_storage` turns a URL or a file path into the Optuna storage that lets several worker
   processes, on one machine or many, share a study.
 - :func:`params_from_trial` replays the space on a finished trial to get estimator parameters.
+- :func:`trials_dataframe` is ``study.trials_dataframe()`` with a ``value`` only for completed
+  trials: Optuna gives a pruned trial its last intermediate value, here a (negated) loss, while
+  completed trials hold the metric; a pruned trial keeps its loss in the user attributes
+  ``"pruned_<monitor>"`` and ``"pruned_epoch"``.
 
 Examples
 --------
 >>> import optuna
 >>> from sk_htlnet.datasets import make_funnel
->>> from sk_htlnet.tuning import make_objective
+>>> from sk_htlnet.tuning import make_objective, trials_dataframe
 >>> X, Y = make_funnel(2000, random_state=0)
 >>> objective = make_objective(X, Y, metric="gini", base_params={"max_iter": 3, "random_state": 0})
 >>> study = optuna.create_study(direction=objective.direction,
 ...                             pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
 >>> study.optimize(objective, n_trials=4)  # doctest: +SKIP
 >>> best = objective.make_estimator(study.best_trial).fit(X, Y)  # doctest: +SKIP
+>>> trials_dataframe(study)  # doctest: +SKIP
 
 See docs/tuning.md for distributed studies (SQLite, journal file, PostgreSQL) and the Dask backend
 for scikit-learn searches.
@@ -34,6 +39,7 @@ Modules
   :func:`params_from_trial`, ``TOWER_UNITS``).
 - ``objective``: :func:`make_objective` and :class:`FunnelObjective`.
 - ``pruning``: the per-epoch pruning callback (``PRUNING_CALLBACK_NAME``).
+- ``readout``: :func:`trials_dataframe`.
 - ``storage``: :func:`make_storage`.
 
 Every public name is importable from :mod:`sk_htlnet.tuning` itself.
@@ -50,6 +56,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from . import pruning as _pruning
 from . import space as _space
 from .objective import FunnelObjective, make_objective
+from .readout import trials_dataframe
 from .space import params_from_trial, search_distributions, search_space
 from .storage import make_storage
 
@@ -69,4 +76,5 @@ __all__ = [
     "params_from_trial",
     "search_distributions",
     "search_space",
+    "trials_dataframe",
 ]

@@ -60,9 +60,10 @@ def make_objective(
     needs that split, so ``early_stopping=True`` is set (a ValueError if ``base_params`` sets it to
     False); the split is carved out of the training rows, so the rows scored for the objective
     stay unseen. The monitored value is a loss while a pruner compares reported values in the
-    study's direction, so in a ``"maximize"`` study (Gini, AUC) the loss is reported negated. A
-    fit that diverges (:class:`~sk_htlnet.TrainingDivergedError`) prunes its trial too, with the
-    user attribute ``"diverged"``.
+    study's direction, so in a ``"maximize"`` study (Gini, AUC) the loss is reported negated
+    (Optuna's pruners and samplers read these reports; see Returns for what a pruned trial's
+    ``value`` holds). A fit that diverges (:class:`~sk_htlnet.TrainingDivergedError`) prunes its
+    trial too, with the user attribute ``"diverged"``.
 
     Parameters
     ----------
@@ -109,9 +110,13 @@ def make_objective(
         ``base_params``, ``space`` and ``splits`` attributes and a ``make_estimator(trial)``
         method (the unfitted estimator of a finished trial, for the refit). Each trial records the
         user attributes ``"params"`` (the sampled estimator parameters, JSON), ``"fold_values"``
-        and ``"n_iter"`` (epochs run per fold). A metric that is undefined on the held-out rows
-        (NaN, e.g. a Gini without any positive amount) makes the value NaN, which Optuna records
-        as a failed trial without stopping the study.
+        and ``"n_iter"`` (epochs run per fold); a trial the pruner stops records
+        ``"pruned_epoch"`` and ``"pruned_<monitor>"`` (``"pruned_valid_loss"``: the monitored
+        loss at that epoch, not negated) instead of the last two. Optuna gives a pruned trial its
+        last report as ``value``, a (negated) loss and not the metric:
+        :func:`~sk_htlnet.tuning.trials_dataframe` shows the study with NaN there. A metric
+        that is undefined on the held-out rows (NaN, e.g. a Gini without any positive amount)
+        makes the value NaN, which Optuna records as a failed trial without stopping the study.
 
     Raises
     ------
