@@ -1,12 +1,16 @@
-"""The model file's container: a zip archive of three members, written and read under size caps.
+"""The model file's container: a zip archive of named members and a manifest of their digests,
+written and read under size caps.
 
-:func:`write_archive` writes ``config.json``, ``weights.safetensors`` and ``manifest.json`` (the
-SHA-256 digest of the other two).  :func:`open_regular` opens a path without blocking and only if
-it is a regular file; :func:`read_archive` reads the three members from it and trusts nothing the
-zip headers declare: the end-of-archive records must declare the three members and a small
-central directory (:func:`_check_central_directory`), each member is decompressed chunk by chunk
-under a byte limit and a zip-bomb ratio (:func:`_read_member`), and the digests must match.  Every
-refusal is a ``ModelFileError``.
+:func:`write_archive` writes the members it is given and ``manifest.json``: the SHA-256 digest of
+each, after the header keys it is given (an estimator file's manifest has none, a pipeline file's
+has ``format`` and ``version``).  :func:`open_regular` opens a path without blocking and only if
+it is a regular file.  :func:`read_archive` reads the members of an estimator file (:data:`MEMBERS`)
+or of the names it is given, and trusts nothing the zip headers declare: the end-of-archive records
+(:func:`end_records`) must declare exactly those members and a small central directory, each member
+is decompressed chunk by chunk under a byte limit and a zip-bomb ratio (:func:`read_member`), and
+the manifest must hold the header and the digests, which must match.  :func:`declared_entries`
+tells how many members a file's end record declares (three for an estimator file, four for a
+pipeline file) before either is read.  Every refusal is a ``ModelFileError``.
 """
 
 import errno
@@ -20,8 +24,10 @@ from ._json_input import parse_json
 from ._model_fields import ModelFileError, as_object
 
 MEMBERS = ("config.json", "manifest.json", "weights.safetensors")
+"""The members of an estimator file."""
+MANIFEST = "manifest.json"
 _MAX_MANIFEST = 4096
-_MAX_CENTRAL_DIRECTORY = 1 << 20  # three entries, each with at most 64 KiB of name, extra field, comment
+_MAX_CENTRAL_DIRECTORY = 1 << 20  # a few entries, each with at most 64 KiB of name, extra field, comment
 _CHUNK = 1 << 20
 # A member may decompress to at most 200 times its compressed size plus 16 MiB: deflate reaches
 # about 1000:1 on filler (zeros, spaces), while JSON settings compress 3-10:1 and weights about 1:1.
@@ -36,54 +42,84 @@ def config_cap(max_bytes):
     return max(max_bytes // 8, min(max_bytes, _CONFIG_FLOOR))
 
 
-def write_archive(path, config_bytes, weights_bytes):
-    """Write the model file at ``path``: the two members and a manifest of their SHA-256 digests."""
-    manifest = {
-        "config.json": hashlib.sha256(config_bytes).hexdigest(),
-        "weights.safetensors": hashlib.sha256(weights_bytes).hexdigest(),
-    }
+def write_archive(path, members, header=None):
+    """Write a model file at ``path``: ``members`` (a dict of name to bytes), in that order, then
+    ``manifest.json``: the ``header`` items (a dict, where given) and each member's SHA-256 digest."""
+    manifest = {**(header or {}), **{name: hashlib.sha256(data).hexdigest() for name, data in members.items()}}
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("config.json", config_bytes)
-        archive.writestr("weights.safetensors", weights_bytes)
-        archive.writestr("manifest.json", json.dumps(manifest))
+        for name, data in members.items():
+            archive.writestr(name, data)
+        archive.writestr(MANIFEST, json.dumps(manifest))
 
 
-def _check_central_directory(f, size):
-    """Refuse, from the end-of-archive record, an archive that declares other than three members or a
-    central directory too large for three, before zipfile parses it (ZipFile reads every entry)."""
-    tail_size = min(size, 22 + 65535)
-    f.seek(size - tail_size)
-    tail = f.read(tail_size)
-    at = len(tail) - 22 if tail[-22:-18] == b"PK\x05\x06" else tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < 22:
+def _le(data):
+    return int.from_bytes(data, "little")
+
+
+def end_records(f, size):
+    """``[(entries, central directory bytes), ...]`` that the end-of-archive record of the open file
+    ``f`` (of ``size`` bytes) declares and, where a zip64 locator precedes it, the zip64 record
+    declares (zipfile then trusts the zip64 record's counts); None where there is no end record.  A
+    zip64 locator that points outside the archive or to no zip64 record is a ``ModelFileError``.
+    Read before zipfile parses the archive (ZipFile reads every entry the records declare); ``f`` is
+    left at offset 0."""
+    try:
+        tail_size = min(size, 22 + 65535)
+        f.seek(size - tail_size)
+        tail = f.read(tail_size)
+        at = len(tail) - 22 if tail[-22:-18] == b"PK\x05\x06" else tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < 22:
+            return None
+        declared = [(_le(tail[at + 10:at + 12]), _le(tail[at + 12:at + 16]))]
+        eocd = size - tail_size + at
+        if eocd >= 20:
+            f.seek(eocd - 20)
+            locator = f.read(20)
+            if locator[:4] == b"PK\x06\x07":
+                record_at = _le(locator[8:16])
+                if record_at + 56 > eocd - 20:
+                    raise ModelFileError("a zip64 locator points outside the archive")
+                f.seek(record_at)
+                record = f.read(56)
+                if record[:4] != b"PK\x06\x06":
+                    raise ModelFileError("a zip64 locator points to no zip64 record")
+                declared += [(_le(record[24:32]), _le(record[40:48])), (_le(record[32:40]), _le(record[40:48]))]
+        return declared
+    finally:
+        f.seek(0)
+
+
+def declared_entries(f):
+    """How many members the end-of-archive record of the open file ``f`` declares; None where it
+    has none or its zip64 locator points nowhere (:func:`read_archive` then names the problem)."""
+    try:
+        declared = end_records(f, os.fstat(f.fileno()).st_size)
+    except ModelFileError:
+        return None
+    return None if declared is None else declared[0][0]
+
+
+def _check_central_directory(f, size, members):
+    """Refuse, from the end-of-archive records, an archive that declares other than ``members`` or a
+    central directory too large for them, before zipfile parses it."""
+    try:
+        declared = end_records(f, size)
+    except ModelFileError as exc:
+        raise ModelFileError(f"not an sk_htlnet model file ({exc})") from None
+    if declared is None:
         raise ModelFileError("not an sk_htlnet model file (not a zip archive)")
-    declared = [(int.from_bytes(tail[at + 10:at + 12], "little"), int.from_bytes(tail[at + 12:at + 16], "little"))]
-    eocd = size - tail_size + at
-    if eocd >= 20:  # a zip64 locator right before the record: zipfile then trusts the zip64 record's counts
-        f.seek(eocd - 20)
-        locator = f.read(20)
-        if locator[:4] == b"PK\x06\x07":
-            record_at = int.from_bytes(locator[8:16], "little")
-            if record_at + 56 > eocd - 20:
-                raise ModelFileError("not an sk_htlnet model file (a zip64 locator points outside the archive)")
-            f.seek(record_at)
-            record = f.read(56)
-            if record[:4] != b"PK\x06\x06":
-                raise ModelFileError("not an sk_htlnet model file (a zip64 locator points to no zip64 record)")
-            declared += [(int.from_bytes(record[24:32], "little"), int.from_bytes(record[40:48], "little")),
-                         (int.from_bytes(record[32:40], "little"), int.from_bytes(record[40:48], "little"))]
     for entries, directory in declared:
-        if entries != len(MEMBERS) or directory > _MAX_CENTRAL_DIRECTORY:
+        if entries != len(members) or directory > _MAX_CENTRAL_DIRECTORY:
             raise ModelFileError(f"unexpected archive members: the archive declares {entries} members and a "
-                                 f"{directory}-byte directory; expected the {len(MEMBERS)} members "
-                                 f"{list(MEMBERS)}")
-    f.seek(0)
+                                 f"{directory}-byte directory; expected the {len(members)} members "
+                                 f"{sorted(members)}")
 
 
-def _read_member(archive, info, limit, why):
-    """At most ``limit`` bytes of a member (``why``: the limit's name), decompressed chunk by chunk:
-    its size in the zip header is not trusted, its compressed size is (zipfile reads no more than
-    that from the file)."""
+def read_member(archive, info, limit, why):
+    """At most ``limit`` bytes of the member ``info`` of the open ZipFile ``archive`` (``why``: the
+    limit's name, for the error), decompressed chunk by chunk, and at most 200 times its compressed
+    size plus 16 MiB: its size in the zip header is not trusted, its compressed size is (zipfile
+    reads no more than that from the file)."""
     expansion = _MAX_EXPANSION * info.compress_size + _EXPANSION_SLACK
     if expansion < limit:
         limit = expansion
@@ -101,34 +137,54 @@ def _read_member(archive, info, limit, why):
     return b"".join(parts)
 
 
-def read_archive(f, max_bytes):
-    """The three members' bytes from the open file ``f``, after bounded reads and the digest check."""
+def _shown(value, like):
+    """A manifest's header value in an error: a str's repr (40 characters), else its text (20)."""
+    return repr(str(value)[:40]) if isinstance(like, str) else str(value)[:20]
+
+
+def read_archive(f, max_bytes, members=MEMBERS, header=None):
+    """The members' bytes from the open file ``f``, keyed by name, after bounded reads and the
+    digest check; the manifest is checked, not returned.
+
+    ``members``: the names the archive must hold, no more and no fewer, ``manifest.json`` among
+    them (an estimator file's :data:`MEMBERS` by default), in the order their digests are checked.
+    The file may have at most ``max_bytes``, and its members together at most ``max_bytes`` after
+    decompression, ``config.json`` at most :func:`config_cap` and the manifest at most 4096 bytes.
+    The manifest must be a JSON object of exactly the ``header`` keys (a dict, where given), whose
+    values must equal (and be of the type of) those in ``header``, and the SHA-256 digest of each
+    other member."""
+    header = header or {}
     size = os.fstat(f.fileno()).st_size
     if size > max_bytes:
         raise ModelFileError(f"the file has {size} bytes, more than max_bytes={max_bytes}")
-    _check_central_directory(f, size)
+    _check_central_directory(f, size, members)
     with zipfile.ZipFile(f) as archive:
         infos = archive.infolist()
         names = sorted(info.filename for info in infos)
-        if names != sorted(MEMBERS):
-            raise ModelFileError(f"unexpected archive members {names[:10]}; expected {sorted(MEMBERS)}")
-        members, budget, config_limit = {}, max_bytes, config_cap(max_bytes)
+        if names != sorted(members):
+            raise ModelFileError(f"unexpected archive members {names[:10]}; expected {sorted(members)}")
+        read, budget, config_limit = {}, max_bytes, config_cap(max_bytes)
         for info in infos:
-            if info.filename == "manifest.json" and budget > _MAX_MANIFEST:
+            if info.filename == MANIFEST and budget > _MAX_MANIFEST:
                 limit, why = _MAX_MANIFEST, f"the manifest's limit of {_MAX_MANIFEST} bytes"
             elif info.filename == "config.json" and budget > config_limit:
                 limit, why = config_limit, (f"the limit of config.json, max_bytes // 8 (at least 16 MiB) = "
                                             f"{config_limit} (parsing JSON takes up to about 15 times its size)")
             else:
                 limit, why = budget, f"what is left of max_bytes={max_bytes} after the other members"
-            members[info.filename] = _read_member(archive, info, limit, why)
-            budget -= len(members[info.filename])
-    manifest = parse_json(members["manifest.json"], "manifest.json", _MAX_MANIFEST, ModelFileError)
-    as_object(manifest, "manifest.json", ("config.json", "weights.safetensors"))
-    for name in ("config.json", "weights.safetensors"):
-        if hashlib.sha256(members[name]).hexdigest() != manifest[name]:
+            read[info.filename] = read_member(archive, info, limit, why)
+            budget -= len(read[info.filename])
+    manifest = parse_json(read.pop(MANIFEST), MANIFEST, _MAX_MANIFEST, ModelFileError)
+    digested = [name for name in members if name != MANIFEST]
+    as_object(manifest, MANIFEST, (*header, *digested))
+    if any(type(manifest[key]) is not type(value) or manifest[key] != value for key, value in header.items()):
+        expected = " ".join(f"{key} {value!r}" for key, value in header.items())
+        got = " ".join(f"{key} {_shown(manifest[key], value)}" for key, value in header.items())
+        raise ModelFileError(f"{MANIFEST}: expected {expected}, got {got}")
+    for name in digested:
+        if hashlib.sha256(read[name]).hexdigest() != manifest[name]:
             raise ModelFileError(f"{name} does not match its digest in the manifest: the file was altered")
-    return members
+    return read
 
 
 def open_regular(path):

@@ -10,6 +10,11 @@ writes a zip archive holding
 - ``weights.safetensors``: the torch module's tensors in the safetensors format (no code, only data);
 - ``manifest.json``: the SHA-256 digest of both files.
 
+For a fitted Pipeline whose final step is an HTLNetRegressor, the archive holds that step's two
+files as above, ``pipeline.skops`` (the other steps in skops' format, the HTLNetRegressor step
+replaced by a placeholder) and a manifest of the three digests; :func:`load_model` returns the
+Pipeline, constructing only the types that skops trusts and those its ``trusted`` argument names.
+
 :func:`load_model` treats the file as untrusted data.  It reads at most ``max_bytes`` from it (the
 file and its members after decompression, whatever the zip headers declare), checks every field
 against a schema (types, ranges, caps on sizes, and the fields against each other: the encoding
@@ -21,11 +26,13 @@ path or a skorch internal (``checkpoint_dir``, ``net_kwargs`` and ``callbacks`` 
 loading writes nothing.  The digests detect corruption and accidental edits; they are not a
 signature (anyone able to edit the file can recompute them), which the checks above do not rely on.
 
-The mechanics live in private sibling modules: ``_model_archive`` (the zip container, read under
-size caps), ``_json_input`` (parsing untrusted JSON), ``_model_fields`` (the error, the caps, checks
-of single fields), ``_model_schema`` and ``_model_net_spec`` (``config.json``), ``_model_weights``
-(``weights.safetensors`` against a meta-device build).  The estimator is read and rebuilt through
-its documented state methods (``fitted_state``, ``set_fitted_state``, ``check_params``).
+The mechanics live in private sibling modules: ``_model_archive`` (the zip container of both
+kinds of file, read under size caps), ``_json_input`` (parsing untrusted JSON), ``_model_fields``
+(the error, the caps, checks of single fields), ``_model_schema`` and ``_model_net_spec``
+(``config.json``), ``_model_weights`` (``weights.safetensors`` against a meta-device build),
+``_model_probe`` (the probe prediction), ``_model_pipeline`` (the file of a Pipeline, its skops
+member checked as data).  The estimator is read and rebuilt through its documented state methods
+(``fitted_state``, ``set_fitted_state``, ``check_params``).
 """
 
 import json
@@ -34,7 +41,6 @@ import re
 import warnings
 
 import numpy as np
-import pandas as pd
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -43,6 +49,9 @@ from ._json_input import parse_json
 from ._model_archive import config_cap, open_regular, read_archive, write_archive
 from ._model_fields import ModelFileError, encode_value
 from ._model_schema import FORMAT, NOT_STORED, VERSION, check_config, check_params
+from ._model_pipeline import (SKOPS_MEMBER, attach, check_trusted, dump_shell, is_pipeline_file, load_shell,
+                              read_pipeline_archive, split_pipeline, write_pipeline_archive)
+from ._model_probe import probe
 from ._model_weights import check_weights_header, expected_state
 
 __all__ = ["ModelFileError", "load_model", "save_model"]
@@ -50,8 +59,6 @@ __all__ = ["ModelFileError", "load_model", "save_model"]
 DEFAULT_MAX_BYTES = 2 << 30
 """Default ``max_bytes`` of :func:`load_model`: 2 GiB, for the file and for its members after
 decompression (a model with 500 million float32 weights)."""
-
-_PROBE_CATEGORIES = 1024  # categories of each field the probe covers (plus its out-of-vocabulary row)
 
 
 # ---- save ---------------------------------------------------------------------------------------
@@ -94,44 +101,10 @@ def _encode_all(values, what, tuples=False):
         ) from None
 
 
-def save_model(estimator, path):
-    """Save a fitted :class:`~sk_htlnet.HTLNetRegressor` to a file that loads without running code.
-
-    Parameters
-    ----------
-    estimator : HTLNetRegressor
-        A fitted estimator.
-    path : str or path-like
-        Destination file (conventionally ``*.htlnet``); overwritten if it exists.
-
-    Warns
-    -----
-    UserWarning
-        If ``checkpoint_dir``, ``net_kwargs`` or ``callbacks`` is set: the file does not store them
-        (a path, skorch settings and Python objects would steer the loaded estimator), and the loaded
-        estimator has None; set them again on it if needed.
-
-    Raises
-    ------
-    TypeError
-        If ``estimator`` is not an HTLNetRegressor (a Pipeline included).
-    sklearn.exceptions.NotFittedError
-        If the estimator is not fitted.
-    ValueError
-        If a column label or category value cannot be stored as data (column labels: str, int,
-        float, bool, or tuples of them as in a MultiIndex; category values: str, int, float, bool),
-        a parameter is not JSON, or a parameter exceeds what :func:`load_model` accepts
-        (``n_threads`` above 1024, a size above its cap); use pickle for such models.
-    """
+def _members(estimator):
+    """``(config.json bytes, weights.safetensors bytes, parameters not stored)`` of a fitted estimator."""
     from sklearn.utils.validation import check_is_fitted
 
-    from .estimator import HTLNetRegressor
-
-    if not isinstance(estimator, HTLNetRegressor):
-        steps = getattr(estimator, "steps", None)
-        hint = (" For a Pipeline, save its HTLNetRegressor step (pipeline[-1]) and keep the transformers "
-                "another way (pickle, or skops for a checked format)." if steps is not None else "")
-        raise TypeError(f"save_model saves a fitted HTLNetRegressor, got {type(estimator).__name__}.{hint}")
     check_is_fitted(estimator, "net_")
     enc = estimator.feature_encoder_
     columns = enc.columns_
@@ -174,9 +147,68 @@ def save_model(estimator, path):
             "n_iter": int(estimator.n_iter_),
         },
     }
-    config_bytes = json.dumps(config).encode("utf-8")
-    state = {k: v.detach().cpu().contiguous() for k, v in estimator.net_.module_.state_dict().items()}
-    write_archive(path, config_bytes, save_safetensors(state))
+    # own storage per tensor: safetensors before 0.3 refuses views that share one (tied or sliced buffers)
+    state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+             for k, v in estimator.net_.module_.state_dict().items()}
+    return json.dumps(config).encode("utf-8"), save_safetensors(state), dropped
+
+
+def save_model(estimator, path):
+    """Save a fitted :class:`~sk_htlnet.HTLNetRegressor`, or a Pipeline ending in one, as data.
+
+    The file loads without running code.  A Pipeline's other steps are stored with skops
+    (:mod:`skops.io`), its HTLNetRegressor step as the estimator alone is (JSON settings and
+    safetensors weights), in one zip archive; see :func:`load_model` and the module's docstring.
+
+    Parameters
+    ----------
+    estimator : HTLNetRegressor or sklearn.pipeline.Pipeline
+        A fitted estimator, or a fitted Pipeline whose final step is one (directly or as the final
+        step of a Pipeline nested as its final step), after scikit-learn transformers (a
+        ColumnTransformer, OneHotEncoder, StandardScaler, SimpleImputer, a FunctionTransformer of a
+        numpy function, ...).  The Pipeline given is not modified.
+    path : str or path-like
+        Destination file (conventionally ``*.htlnet``); overwritten if it exists.
+
+    Warns
+    -----
+    UserWarning
+        If ``checkpoint_dir``, ``net_kwargs`` or ``callbacks`` is set: the file does not store them
+        (a path, skorch settings and Python objects would steer the loaded estimator), and the loaded
+        estimator has None; set them again on it if needed.  If the Pipeline holds types that skops
+        does not trust by default (the warning names them: :func:`load_model` then needs them in its
+        ``trusted`` argument), or sets ``memory`` (reset to None at load).
+
+    Raises
+    ------
+    TypeError
+        If ``estimator`` is neither an HTLNetRegressor nor a Pipeline whose final step is one, or
+        the Pipeline has an HTLNetRegressor elsewhere than its final step.
+    sklearn.exceptions.NotFittedError
+        If the estimator, or a step of the Pipeline, is not fitted (the message names the step).
+    ValueError
+        If a column label or category value cannot be stored as data (column labels: str, int,
+        float, bool, or tuples of them as in a MultiIndex; category values: str, int, float, bool),
+        a parameter is not JSON, or a parameter exceeds what :func:`load_model` accepts
+        (``n_threads`` above 1024, a size above its cap); if skops cannot store a step of the
+        Pipeline, or stores what :func:`load_model` refuses (a scipy sparse matrix, transformers whose
+        output columns are not those the HTLNetRegressor step was fitted on); use pickle for such
+        models.  Nothing is written.
+    """
+    from sklearn.pipeline import Pipeline
+
+    from .estimator import HTLNetRegressor
+
+    if isinstance(estimator, Pipeline):
+        shell, estimator = split_pipeline(estimator)
+        config_bytes, weights_bytes, dropped = _members(estimator)
+        write_pipeline_archive(path, config_bytes, weights_bytes, dump_shell(shell, estimator))
+    elif isinstance(estimator, HTLNetRegressor):
+        config_bytes, weights_bytes, dropped = _members(estimator)
+        write_archive(path, {"config.json": config_bytes, "weights.safetensors": weights_bytes})
+    else:
+        raise TypeError(f"save_model saves a fitted HTLNetRegressor or a fitted Pipeline whose final step is one, "
+                        f"got {type(estimator).__name__}")
     if dropped:
         warnings.warn(
             f"save_model did not store {dropped}: a model file holds data only, and a path, skorch settings "
@@ -215,61 +247,7 @@ def _stored_device(est, notes):
     return est.device
 
 
-def _unseen(vocab):
-    """A value that is not in ``vocab``: it maps to the field's out-of-vocabulary row."""
-    value = "sk_htlnet probe: out of vocabulary"
-    while value in vocab:
-        value += "!"
-    return value
-
-
-def _probe_frame(enc):
-    """Rows in the fitted columns: row i holds category i of each categorical column (cycling; up to
-    1024 rows, so every category of a vocabulary of up to 1024 values is seen) and a numeric value
-    running from the training minimum to the maximum; then a row with a value out of every
-    vocabulary (the out-of-vocabulary rows) and a row with every value missing."""
-    n = min(_PROBE_CATEGORIES, max([len(v) for v in enc.vocabularies_] + [2]))
-    columns, cats, nums = {}, iter(enc.vocabularies_), iter(range(len(enc.mean_)))
-    for position, categorical in enumerate(enc.categorical_mask_):
-        if categorical:
-            vocab = next(cats)
-            values = [vocab[i % len(vocab)] for i in range(n)] if len(vocab) else [None] * n
-            columns[position] = pd.Series(values + [_unseen(vocab), None], dtype=object)
-        else:
-            j = next(nums)
-            values = np.linspace(enc.min_[j], enc.max_[j], n + 1)
-            columns[position] = pd.Series(np.r_[values, np.nan], dtype=np.float64)
-    frame = pd.DataFrame(columns)
-    frame.columns = pd.Index(enc.columns_)
-    return frame
-
-
-def _probe(est):
-    """Predict the probe rows through the encoder, the net and the inverse transform: a failure,
-    or a prediction that is not finite or of the wrong shape, refuses the file at load rather than
-    in a later ``predict``.  It runs under the caller's torch thread setting, not the file's
-    ``n_threads`` (a file must not make the loader start threads)."""
-    frame = _probe_frame(est.feature_encoder_)
-    rows = len(frame)
-    what = (f"the model in the file cannot predict: a probe prediction on {rows} rows (its categories, numeric "
-            "values across the training range, out-of-vocabulary values, missing values)")
-    n_threads, est.n_threads = est.n_threads, None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            pred = est.predict(frame)
-        except (MemoryError, torch.cuda.OutOfMemoryError):
-            raise
-        except Exception as exc:
-            raise ModelFileError(f"{what} fails with {type(exc).__name__}: {str(exc)[:300]}") from exc
-        finally:
-            est.n_threads = n_threads
-    shape = (rows,) if est.fitted_state()["y_1d"] else (rows, est.n_stages_ + 1)
-    if pred.shape != shape or not np.isfinite(pred).all():
-        raise ModelFileError(f"{what} has shape {pred.shape} (expected {shape}) or is not finite")
-
-
-def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
+def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES, trusted=None):
     """Load a model saved by :func:`save_model`, treating the file as untrusted data.
 
     Nothing in the file is executed and nothing is written (no folder is created).  The file, and
@@ -291,6 +269,14 @@ def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
     right shape.  Peak memory is a multiple of the bytes read: parsing JSON takes up to about 15
     times the size of ``config.json``, which is capped at ``max_bytes / 8`` (at least 16 MiB).
 
+    A file of a Pipeline holds its HTLNetRegressor step, loaded as above, and its other steps in
+    skops' format, checked as data before skops reads them (under the same ``max_bytes``) and then
+    loaded with :func:`skops.io.loads`, which constructs only the types skops trusts
+    (scikit-learn's estimators, numpy and scipy functions, builtins, ...), ``numpy.dtype``,
+    ``make_column_selector``, and those named in ``trusted``: a file holding any other type is
+    refused before anything is constructed, and the error lists the types, as
+    :func:`skops.io.get_untrusted_types` reports them.  A Pipeline's ``memory`` is reset to None.
+
     Parameters
     ----------
     path : str or path-like
@@ -301,11 +287,17 @@ def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
     max_bytes : int, default=2 GiB (``DEFAULT_MAX_BYTES``)
         Largest file, and largest total of its members after decompression, that is read.  Lower it
         for a file from an untrusted source to what the models you expect need.
+    trusted : list of str, default=None
+        For a file of a Pipeline: the fully qualified names of the types to trust beyond skops'
+        default set (such as ``["mypackage.MyTransformer"]``, the names the error of a refused file
+        lists).  Loading constructs them, which runs their code: name only types you have reviewed,
+        from a file whose source you trust.  Ignored for a file of an estimator alone.
 
     Returns
     -------
-    HTLNetRegressor
-        A fitted estimator whose predictions equal those of the saved one.  Its ``history_`` is
+    HTLNetRegressor or sklearn.pipeline.Pipeline
+        What was saved: a fitted estimator, or a fitted Pipeline whose HTLNetRegressor step is such
+        an estimator; its predictions equal those of the saved one.  Its ``history_`` is
         empty (the training history is not part of the file); ``n_iter_`` counts the saved epochs.
         The optimiser state is not part of the file either: training continued with ``partial_fit``
         or ``warm_start`` starts Adam's moments and the random generators afresh.
@@ -315,8 +307,8 @@ def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
     -----
     UserWarning
         If the file sets ``checkpoint_dir``, ``net_kwargs`` or ``callbacks`` (save_model does not
-        write them): they are reset to None, and the warning names them.  If the model was saved
-        from a GPU this machine lacks and ``device`` is None.
+        write them), or a Pipeline in it sets ``memory``: they are reset to None, and the warning
+        names them.  If the model was saved from a GPU this machine lacks and ``device`` is None.
 
     Raises
     ------
@@ -325,7 +317,13 @@ def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
         more than ``max_bytes``, a digest that does not match, an unknown format or version,
         invalid JSON (nesting too deep included), a field of the wrong type or range, above a cap,
         or contradicting another field, weights that do not fit the settings or are not finite, or
-        a probe prediction that fails.  The message names the field and what was expected.
+        a probe prediction that fails; in a file of a Pipeline, a skops member that is malformed or
+        too large, holds a type that is not trusted (the message lists them and the ``trusted``
+        argument that would accept them), is not a Pipeline ending in the HTLNetRegressor's
+        placeholder, or whose transformers output other columns than the HTLNetRegressor step was
+        fitted on.  The message names the field and what was expected.
+    TypeError
+        If ``trusted`` is not None or a list of str.
     ValueError
         If ``device`` is not a "cpu" or "cuda" device or names a GPU that is not available, or
         ``max_bytes`` is not a positive int (errors about the arguments, not the file).
@@ -339,16 +337,18 @@ def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
         raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
     if device is not None:  # clear errors for a device that is not one, or a GPU that is not there
         _check_device_argument(device)
+    trusted = check_trusted(trusted)
     notes = []
     with open_regular(path) as f:  # a path that cannot be opened raises OSError, as open() does
         try:
-            members = read_archive(f, max_bytes)
+            members = read_pipeline_archive(f, max_bytes) if is_pipeline_file(f) else read_archive(f, max_bytes)
         except (ModelFileError, MemoryError):
             raise
         except Exception as exc:  # zipfile's errors (BadZipFile, an unsupported compression, ...)
             raise ModelFileError(f"the file is not a readable zip archive: {type(exc).__name__}: "
                                  f"{str(exc)[:300]}") from exc
     try:
+        shell = load_shell(members, max_bytes, trusted) if SKOPS_MEMBER in members else None
         config = parse_json(members.pop("config.json"), "config.json", config_cap(max_bytes), ModelFileError)
         est, fitted, dropped = check_config(config)
         del config
@@ -373,7 +373,9 @@ def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES):
                                      "config.json net_spec.module.numeric_edges")
         net.module_.load_state_dict({k: v.to(net.device) for k, v in state.items()})
         del state
-        _probe(est)
+        probe(est)
+        if shell is not None:
+            est = attach(shell, est, notes)
     except ModelFileError:
         raise
     except (MemoryError, torch.cuda.OutOfMemoryError):

@@ -260,10 +260,15 @@ def test_save_model_refuses_other_objects_by_name(fitted_small, tmp_path):
 
     from sk_htlnet.io import save_model
 
+    from sklearn.preprocessing import StandardScaler
+
     est, X, Y = fitted_small
-    pipe = Pipeline([("htlnet", est)])
-    with pytest.raises(TypeError, match=r"saves a fitted HTLNetRegressor, got Pipeline\. For a Pipeline"):
-        save_model(pipe, tmp_path / "p.htlnet")  # before: "This Pipeline instance is not fitted yet"
+    with pytest.raises(TypeError, match=r"saves a fitted HTLNetRegressor or a fitted Pipeline whose final step is one, got StandardScaler"):
+        save_model(StandardScaler().fit(X.select_dtypes("number")), tmp_path / "s.htlnet")
+    assert not (tmp_path / "s.htlnet").exists()
+    pipe = Pipeline([("htlnet", est), ("scaler", StandardScaler())])  # HTLNet not the final step
+    with pytest.raises(TypeError, match=r"final step"):
+        save_model(pipe, tmp_path / "p.htlnet")
     assert not (tmp_path / "p.htlnet").exists()
 
 
