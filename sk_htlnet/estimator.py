@@ -72,11 +72,18 @@ class HTLNetRegressor(BaseHTLNet):
     label_sampling : {"hard", "relaxed"}, default="hard"
         LEU sampling (straight-through hard sample, or relaxed Gumbel-softmax), HTLNet §2.3.
     tau : float, default=1.0
-        Gumbel-softmax temperature (> 0).
+        Gumbel-softmax temperature (> 0).  Inert with ``label_sampling="hard"`` and
+        ``stop_gradient=True`` (the defaults): the forward pass uses the hard sample, which does not
+        depend on tau, and the straight-through gradient that tau shapes would reach only the
+        upstream logit, which is detached; fits at any tau are then identical.  It matters with
+        ``label_sampling="relaxed"`` (the sample itself) or ``stop_gradient=False``.
     relax_factor : float, default=0.1
-        gamma of HTLNet §4, in [0, 1].
+        gamma of HTLNet §4, in [0, 1]: 0 switches the magnitude step off, 1 moves a stage's gradient
+        norm fully to ``r`` times its own.
     clip_ratio : float, default=10.0
-        C of HTLNet §4, >= 1.
+        C of HTLNet §4, >= 1: the norm ratio ``r = ||G_core|| / ||G_t||`` is clipped to
+        ``[1/C, C]``, so C = 1 makes ``r = 1`` and switches the magnitude step off, and a larger C
+        lets it scale a stage's gradient by up to C (times gamma).
     target_transform : {"auto", "none", "standardize", "log1p"}, default="auto"
         Transform of the core target inside the MSE (``core_loss_ == "mse"``).  "auto" is "log1p"
         when every observed core value is >= 0 (amounts: zero-inflated, heavy-tailed) and

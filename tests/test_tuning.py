@@ -74,7 +74,9 @@ def test_sampled_params_are_accepted_and_in_range(funnel):
     documented = _documented_ranges()
     for _ in range(30):
         params = search_space(study.ask())
-        assert set(params) == set(documented) - ({"target_transform"} if params["core_loss"] != "mse" else set())
+        conditional = ({"target_transform"} if params["core_loss"] != "mse" else set()) | (
+            {"tau"} if params["label_sampling"] != "relaxed" else set())
+        assert set(params) == set(documented) - conditional
         for name, value in params.items():
             doc = documented[name]
             if doc[0] == "choices":
@@ -172,7 +174,7 @@ def test_default_space_leaves_core_scale_out_when_pruning_on_the_core(funnel):
 
     def sampled(**kwargs):
         objective = make_objective(X, Y, base_params={"batch_size": 256}, **kwargs)
-        return set(objective.space(study.ask()))
+        return set(objective.space(study.ask())) | {"tau"}  # tau: in relaxed trials only (tested apart)
 
     everything = set(search_distributions()) | {"target_transform"}
     # valid_loss and the core's own loss change scale with the transform and the core loss: not sampled
@@ -194,6 +196,19 @@ def test_space_never_pairs_a_likelihood_loss_with_a_transform():
         HTLNetRegressor(**params).check_params()
     assert "target_transform" not in search_distributions()
     assert "target_transform" in search_distributions(exclude=["core_loss"])
+
+
+def test_space_samples_tau_only_where_it_acts():
+    """With hard samples and stop_gradient=True tau is inert (tests/test_label_embedding.py), so a
+    hard trial does not sample it; a relaxed one does, and so does any trial with label_sampling excluded."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    seen = set()
+    for _ in range(30):
+        params = search_space(study.ask())
+        seen.add(params["label_sampling"])
+        assert ("tau" in params) == (params["label_sampling"] == "relaxed")
+    assert seen == {"hard", "relaxed"}
+    assert "tau" in search_space(study.ask(), exclude=["label_sampling"])
 
 
 def test_pruning_prunes_a_clearly_worse_trial(funnel):

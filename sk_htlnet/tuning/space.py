@@ -31,8 +31,8 @@ _SPACE = {
     "tower_units": CategoricalDistribution(tuple(TOWER_UNITS)),
     "relax_factor": FloatDistribution(0.0, 1.0),
     "clip_ratio": FloatDistribution(1.0, 100.0, log=True),
-    "tau": FloatDistribution(0.2, 5.0, log=True),
     "label_sampling": CategoricalDistribution(("hard", "relaxed")),
+    "tau": FloatDistribution(0.2, 5.0, log=True),  # sampled in relaxed trials only (inert with hard ones)
     "numeric_encoding": CategoricalDistribution(NUMERIC_ENCODINGS),
     "core_loss": CategoricalDistribution(CORE_LOSSES),
     "target_transform": CategoricalDistribution(("auto", "standardize")),  # sampled after core_loss
@@ -71,14 +71,18 @@ def search_space(trial, *, exclude=()):
         gradients, 1 also rescales every stage gradient fully towards the core gradient's norm.
         The paper does not publish a value; the default 0.1 is a re-implementation's.
     ``clip_ratio`` : float, log-uniform in [1, 100]
-        C of HTLNet §4, bounding the norm ratio in [1/C, C]. C = 1 forces equal norms; past 100
-        the clip is practically inactive. A ratio, hence log scale (the default 10 is the centre).
-    ``tau`` : float, log-uniform in [0.2, 5]
-        Gumbel-softmax temperature of the LEU (HTLNet §2.3), a ratio to the logit scale, hence log
-        scale, centred on the default 1. Below 0.2 relaxed samples are practically hard and their
-        gradient noisy; above 5 they flatten to 0.5 and carry little label information.
+        C of HTLNet §4, bounding the norm ratio r in [1/C, C]. C = 1 clips r to 1, which switches
+        the magnitude step off; past 100 the clip is practically inactive. A ratio, hence log
+        scale (the default 10 is the centre).
     ``label_sampling`` : {"hard", "relaxed"}
         Straight-through hard samples (the default) or relaxed Gumbel-softmax samples.
+    ``tau`` : float, log-uniform in [0.2, 5]
+        Sampled only when ``label_sampling`` is "relaxed" (or excluded): with hard samples and the
+        default ``stop_gradient=True`` tau changes nothing (HTLNetRegressor's ``tau``), so a hard
+        trial does not spend a dimension on it. Gumbel-softmax temperature of the LEU
+        (HTLNet §2.3), a ratio to the logit scale, hence log scale, centred on the default 1.
+        Below 0.2 relaxed samples are practically hard and their gradient noisy; above 5 they
+        flatten to 0.5 and carry little label information.
     ``numeric_encoding`` : {"linear", "quantile", "piecewise_linear", "periodic"}
         Every encoding of numeric columns the estimator has; which one wins depends on how much of
         the signal the numeric columns carry and how non-linearly (docs/comparison.md).
@@ -111,9 +115,9 @@ def search_space(trial, *, exclude=()):
     params : dict
         HTLNetRegressor parameters: ``learning_rate``, ``weight_decay``, ``batch_size``,
         ``embedding_dim``, ``tower_units`` (a tuple of int), ``relax_factor``, ``clip_ratio``,
-        ``tau``, ``label_sampling``, ``numeric_encoding``, ``core_loss``, ``target_transform``
-        (only with ``core_loss="mse"``: the likelihood losses take no transform), less those in
-        ``exclude``.
+        ``label_sampling``, ``tau`` (only with ``label_sampling="relaxed"``), ``numeric_encoding``,
+        ``core_loss``, ``target_transform`` (only with ``core_loss="mse"``: the likelihood losses
+        take no transform), less those in ``exclude``.
 
     Raises
     ------
@@ -127,7 +131,8 @@ def search_space(trial, *, exclude=()):
     exclude = _check_exclude(exclude)
     params = {}
     for name, dist in _SPACE.items():
-        if name in exclude or (name == "target_transform" and params.get("core_loss", "mse") != "mse"):
+        if name in exclude or (name == "target_transform" and params.get("core_loss", "mse") != "mse") or (
+                name == "tau" and params.get("label_sampling", "relaxed") != "relaxed"):
             continue
         params[name] = _suggest(trial, name, dist)
     if "tower_units" in params:
@@ -151,7 +156,8 @@ def search_distributions(prefix="", *, exclude=()):
     exclude : iterable of str, default=()
         Parameters (without the prefix) to leave out.  OptunaSearchCV samples every parameter
         independently, and ``target_transform="standardize"`` is invalid with the likelihood
-        losses, so ``target_transform`` is left out unless ``core_loss`` is excluded.
+        losses, so ``target_transform`` is left out unless ``core_loss`` is excluded.  ``tau`` is
+        kept: in the trials that draw ``label_sampling="hard"`` it changes nothing.
 
     Returns
     -------
