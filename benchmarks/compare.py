@@ -58,6 +58,8 @@ MODELS = {
     "htlnet-no_stop_gradient": dict(stop_gradient=False, **PAPER),
     "htlnet-no_projection": dict(gradient_projection=False, **PAPER),
     "htlnet-no_magnitude": dict(gradient_rescaling=False, **PAPER),
+    # HTLNET.md §5's "w/o Architecture": Shared-Bottom trained with the HTLNet rule (issue 17)
+    "htlnet-no_architecture": dict(architecture="shared_bottom", **PAPER),
     "histgb": None,
     "rechub_shared_bottom": "SharedBottom",
     "rechub_mmoe": "MMOE",

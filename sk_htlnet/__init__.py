@@ -2,6 +2,7 @@
 
 from .estimator import HTLNetRegressor
 from .divergence import TrainingDivergedError
+from .presets import paper_params
 
-__all__ = ["HTLNetRegressor", "TrainingDivergedError"]
+__all__ = ["HTLNetRegressor", "TrainingDivergedError", "paper_params"]
 __version__ = "0.1.0.dev0"

@@ -16,7 +16,7 @@ from .core_losses import EPS_RATE
 from .core_losses import core_loss as core_loss_family
 from .data import FunnelValidSplit
 from .divergence import DivergenceMonitor
-from .gradient import get_strategy
+from .gradient import get_strategy, resolve_rule
 from .losses import HybridLoss
 from .modules import ARCHITECTURES
 from .net import HybridNet
@@ -193,6 +193,10 @@ class _NetAssembly:
             callbacks += [("checkpoint", checkpoint), ("resume", VerifiedLoadInitState(checkpoint))]
         callbacks += list(self.callbacks or [])
         k = spec["module"]["n_stages"]
+        # "auto" resolved against the core's loss (sk_htlnet.gradient.resolve_rule)
+        self.relax_factor_, self.clip_ratio_ = resolve_rule(
+            self.relax_factor, self.clip_ratio, spec["criterion"]["core_loss_scale"],
+            core_units=self.target_transform_ == "none" and not core_loss_family(self.core_loss_).likelihood)
         net = HybridNet(
             ARCHITECTURES[spec["architecture"]],
             **{f"module__{key}": value for key, value in spec["module"].items()},
@@ -209,7 +213,7 @@ class _NetAssembly:
             verbose=self.verbose,
             task_names=self.target_names_,
             gradient_strategy=get_strategy(
-                self.gradient_adjustment, relax_factor=self.relax_factor, clip_ratio=self.clip_ratio,
+                self.gradient_adjustment, relax_factor=self.relax_factor_, clip_ratio=self.clip_ratio_,
                 project=self.gradient_projection, rescale=self.gradient_rescaling, seed=seed,
             ),
             seed=seed,

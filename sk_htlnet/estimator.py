@@ -77,13 +77,20 @@ class HTLNetRegressor(BaseHTLNet):
         depend on tau, and the straight-through gradient that tau shapes would reach only the
         upstream logit, which is detached; fits at any tau are then identical.  It matters with
         ``label_sampling="relaxed"`` (the sample itself) or ``stop_gradient=False``.
-    relax_factor : float, default=0.1
+    relax_factor : float or "auto", default="auto"
         gamma of HTLNet §4, in [0, 1]: 0 switches the magnitude step off, 1 moves a stage's gradient
-        norm fully to ``r`` times its own.
-    clip_ratio : float, default=10.0
+        norm fully to ``r`` times its own.  "auto" is 0.1 (a re-implementation's value; the paper
+        publishes none) on a transformed core (log1p, standardised, or a likelihood loss) and 1
+        when the core's squared error is in its own units (``target_transform="none"``), where the
+        core's gradient grows with the square of its unit (:func:`sk_htlnet.gradient.resolve_rule`;
+        the fitted value is ``relax_factor_``).
+    clip_ratio : float or "auto", default="auto"
         C of HTLNet §4, >= 1: the norm ratio ``r = ||G_core|| / ||G_t||`` is clipped to
         ``[1/C, C]``, so C = 1 makes ``r = 1`` and switches the magnitude step off, and a larger C
-        lets it scale a stage's gradient by up to C (times gamma).
+        lets it scale a stage's gradient by up to C (times gamma).  "auto" is 10 on a transformed
+        core and ``10 max(s, 1/s)`` in the core's own units, with ``s`` the core's variance (the
+        factor its loss carries); with gamma = 1 the step then gives each stage gradient the core's
+        norm, whatever the unit (``clip_ratio_``).
     target_transform : {"auto", "none", "standardize", "log1p"}, default="auto"
         Transform of the core target inside the MSE (``core_loss_ == "mse"``).  "auto" is "log1p"
         when every observed core value is >= 0 (amounts: zero-inflated, heavy-tailed) and
@@ -236,6 +243,8 @@ class HTLNetRegressor(BaseHTLNet):
         skorch's ``dur`` and ``epoch``.
     n_iter_ : int
         Epochs run.
+    relax_factor_, clip_ratio_ : float
+        gamma and C of the gradient rule ("auto" resolved against the core's loss).
     batch_size_ : int
         Rows per optimisation step ("auto" resolved against the training rows of the first fit).
     feature_encoder_ : sk_htlnet.preprocessing.FeatureEncoder
@@ -267,8 +276,8 @@ class HTLNetRegressor(BaseHTLNet):
         "fusion": [StrOptions({"attention", "concat"})],
         "label_sampling": [StrOptions({"hard", "relaxed"})],
         "tau": [Interval(numbers.Real, 0, None, closed="neither")],
-        "relax_factor": [Interval(numbers.Real, 0, 1, closed="both")],
-        "clip_ratio": [Interval(numbers.Real, 1, None, closed="left")],
+        "relax_factor": [StrOptions({"auto"}), Interval(numbers.Real, 0, 1, closed="both")],
+        "clip_ratio": [StrOptions({"auto"}), Interval(numbers.Real, 1, None, closed="left")],
         "target_transform": [StrOptions({"auto", "none", "standardize", "log1p"})],
         "core_loss": [StrOptions({"auto", *CORE_LOSSES})],
         "tweedie_power": [Interval(numbers.Real, 1, 2, closed="neither")],
@@ -316,8 +325,8 @@ class HTLNetRegressor(BaseHTLNet):
         fusion="attention",
         label_sampling="hard",
         tau=1.0,
-        relax_factor=0.1,
-        clip_ratio=10.0,
+        relax_factor="auto",
+        clip_ratio="auto",
         target_transform="auto",
         core_loss="auto",
         tweedie_power=1.5,

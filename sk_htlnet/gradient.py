@@ -166,6 +166,45 @@ class UncertaintyWeighting(NoAdjustment):
 
 GRADIENT_ADJUSTMENTS = ("htlnet", "none", "pcgrad", "metabalance", "uncertainty")
 
+# relax_factor="auto" and clip_ratio="auto" on a transformed core (a re-implementation's choices,
+# HTLNET.md §4: the paper publishes none)
+TRANSFORMED_RELAX_FACTOR = 0.1
+TRANSFORMED_CLIP_RATIO = 10.0
+
+
+def resolve_rule(relax_factor, clip_ratio, core_loss_scale, core_units):
+    """The ``(gamma, C)`` of HTLNet §4 that ``relax_factor`` and ``clip_ratio`` give a fit.
+
+    Parameters
+    ----------
+    relax_factor, clip_ratio : float or "auto"
+        The estimator's parameters; a number is returned as it is (float).
+    core_loss_scale : float
+        The factor ``s`` the core's loss carries (the criterion's ``core_loss_scale``: the core's
+        variance for a squared error in its own units, else 1).
+    core_units : bool
+        Whether the core's loss is in the core's own units (``target_transform="none"`` with the
+        squared error), so that its gradient scales with the unit the core is measured in.
+
+    Returns
+    -------
+    (float, float)
+        On a transformed core (log1p, standardised, or a likelihood) "auto" is gamma = 0.1 and
+        C = 10.  In the core's own units it is gamma = 1 and C = 10 max(s, 1/s): the core's
+        gradient on the shared embedding is ``s`` times what it is on the standardised scale, so a
+        fixed C = 10 caps the magnitude step far below it (the stages' gradients were then left
+        orders of magnitude below the core's, and the rule changed nothing), while with gamma = 1
+        and a C that scales with ``s`` the step gives each stage gradient the core's norm,
+        ``G_t <- ||G_c|| G_t / ||G_t||``, which does not depend on the core's unit
+        (tests/test_paper_regime.py: a core in units 1e6 times larger trains the same stages).
+    """
+    if relax_factor == "auto":
+        relax_factor = 1.0 if core_units else TRANSFORMED_RELAX_FACTOR
+    if clip_ratio == "auto":
+        s = float(core_loss_scale)
+        clip_ratio = TRANSFORMED_CLIP_RATIO * (max(s, 1.0 / s) if core_units and s > 0 else 1.0)
+    return float(relax_factor), float(clip_ratio)
+
 
 def get_strategy(name, *, relax_factor=0.1, clip_ratio=10.0, project=True, rescale=True, seed=None):
     """Strategy object for a ``gradient_adjustment`` name (one of ``GRADIENT_ADJUSTMENTS``)."""

@@ -404,7 +404,7 @@ def test_a_second_writer_is_refused_and_a_killed_holder_leaves_no_stale_lock(fun
 @pytest.mark.parametrize("change, shown", [
     (dict(gradient_adjustment="none"), "params.gradient_adjustment (checkpoint 'htlnet', this fit 'none')"),
     (dict(gradient_adjustment="pcgrad"), "params.gradient_adjustment (checkpoint 'htlnet', this fit 'pcgrad')"),
-    (dict(relax_factor=0.9), "params.relax_factor (checkpoint 0.1, this fit 0.9)"),
+    (dict(relax_factor=0.9), "params.relax_factor (checkpoint 'auto', this fit 0.9)"),
     (dict(batch_size=64), "params.batch_size (checkpoint 256, this fit 64)"),
     (dict(random_state=5), "params.random_state (checkpoint 0, this fit 5)"),
     (dict(retransformation="none"), "params.retransformation (checkpoint 'isotonic', this fit 'none')"),

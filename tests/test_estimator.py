@@ -163,9 +163,14 @@ def test_other_transforms_predict_the_core_in_target_units(funnel, transform):
     "log1p"); predict inverts it.  The training mean of the predictions is then within 35% of the
     core's (0.76 to 0.77 of it after 3 epochs on this heavy-tailed core, whose transformed values
     average about 0 and 0.35 against a mean of 183), and they rank the rows (normalised Gini about
-    0.8).  The clipping to the training range is test_robustness.py's."""
+    0.8).  The clipping to the training range is test_robustness.py's.  The gradient rule is pinned
+    at gamma 0.1 and C 10: its "auto" settings for a core in its own units ("none") balance the
+    stages against the core (tests/test_paper_regime.py), and after 3 epochs this core then ranks
+    its training rows at 0.39 (0.85 pinned; on new rows of this funnel both rank no better than
+    chance, -0.18 and -0.07, and after 10 epochs "auto" ranks them better, 0.14 against 0.07)."""
     X, Y = funnel
-    est = HTLNetRegressor(max_iter=3, target_transform=transform, random_state=0, **FAST).fit(X, Y)
+    est = HTLNetRegressor(max_iter=3, target_transform=transform, relax_factor=0.1, clip_ratio=10.0,
+                          random_state=0, **FAST).fit(X, Y)
     core = est.predict(X)[:, -1]
     assert core.mean() == pytest.approx(Y["core"].mean(), rel=0.35)
     assert normalized_gini(Y["core"], core) > 0.5
