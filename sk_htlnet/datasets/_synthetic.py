@@ -1,17 +1,17 @@
 """A synthetic hybrid funnel with known structure and an exact Bayes-optimal truth."""
 
-import numbers
-
 import numpy as np
 import pandas as pd
-from scipy.optimize import brentq
-from scipy.special import expit
+
+from ._checks import (
+    check_cardinality, check_int, check_optional_real, check_per_stage, check_real,
+    make_rng,
+)
+from ._targets import CORE_LOG_MEAN, Targets
 
 __all__ = ["make_funnel"]
 
 _CORRELATION = 0.5  # share of each task's score variance that is common to all tasks
-_CORE_LOG_MEAN = 3.0  # log-mean of the core target at an average x (exp(3.5) ~ 33 units)
-_CORE_SIGMA = 1.0  # log-scale noise of the core target
 _DEFAULT_STAGE_RATE = 0.3
 _PILOT_SIZE = 1 << 15  # rows used to calibrate the stage intercepts
 _CHUNK_SIZE = 1 << 18  # rows generated at a time; bounds the working memory
@@ -27,8 +27,12 @@ def make_funnel(
     signal=1.0,
     stage_rates=None,
     missing_rate=0.0,
+    transfer=None,
+    core_tail_index=None,
+    core_scale=1.0,
     random_state=None,
     return_truth=False,
+    return_latent=False,
 ):
     r"""Generate a hybrid funnel: nested binary stages, then a continuous core target.
 
@@ -40,20 +44,72 @@ def make_funnel(
         score_t(x) = sqrt(rho) * c(x) + sqrt(1 - rho) * s_t(x),   rho = 0.5
 
     where the common component ``c`` is shared by all tasks (so the stages
-    and the core are correlated) and ``s_t`` is the task's own. Each
+    and the core are correlated) and ``s_t`` is the task's own, independent
+    of ``c`` and of the other tasks' (a stage-specific signal). Each
     component is a sum, scaled to about unit variance, of one random effect per
     categorical level (drawn once, standard normal) and of
     ``cos(theta) * z + sin(theta) * (z**2 - 1) / sqrt(2)`` per numeric field
-    ``z`` (a random mix of a linear and a quadratic effect). Stages are
-    nested: stage 1 is drawn on every row, stage t only where stage t-1 is 1::
+    ``z`` (a random mix of a linear and a quadratic effect). The core has the
+    log-mean ``mu(x) = 3 + signal * score_core(x)`` and each stage an index
+    ``eta_t(x)`` with an intercept ``a_t``. Stages are nested: stage 1 is
+    drawn on every row, stage t only where stage t-1 is 1.
 
-        P(stage_t = 1 | stage_{t-1} = 1, x) = sigmoid(a_t + signal * score_t(x))
+    **Default process** (``transfer=None``): logistic stages, and a core whose
+    amount, given x, does not depend on the stages::
 
-    The core target is 0 unless the last stage is 1 (it is drawn on every row
-    when ``n_stages=0``); then it is lognormal, heavy-tailed::
+        eta_t(x) = a_t + signal * score_t(x)
+        P(stage_t = 1 | stage_{t-1} = 1, x) = sigmoid(eta_t(x))
+        core = 0 unless stage_k = 1; then  core = core_scale * exp(mu(x)) * xi
 
-        log(core) ~ Normal(mu(x), sigma**2),  mu(x) = 3 + signal * score_core(x),
-        sigma = 1
+    (the core is drawn on every row when ``n_stages=0``). The stages reach the
+    core only through nesting and the shared score ``c``.
+
+    **Transfer process** (``transfer=beta``, one loading ``beta_t >= 0`` per
+    stage): each stage has a *utility* ``U_t = eta_t(x) + v_t`` whose residual
+    ``v_t ~ Normal(0, 1)`` is drawn per row and stage, independently of x and
+    of each other: a stage-specific latent that no feature carries and that
+    only the stage's label reveals. A stage happens where it can and its
+    utility is positive, and the core amount grows with the realised
+    utilities of all stages::
+
+        eta_t(x) = a_t + signal * score_t(x) / s,   s = pi / sqrt(3)
+        stage_t = stage_{t-1} * 1[U_t > 0],   so
+        P(stage_t = 1 | stage_{t-1} = 1, x) = Phi(eta_t(x))   (probit)
+        core = 0 unless stage_k = 1; then
+        core = core_scale * exp(mu(x) + sum_t beta_t * U_t) * xi
+
+    Given x, the amount of a converting row depends on the stage-specific
+    scores ``s_t(x)`` and on the residuals ``v_t``, truncated by the realised
+    outcomes (``v_t > -eta_t(x)``)::
+
+        E[log core | stage_k = 1, x] = log(core_scale) + E[log xi] + mu(x)
+            + sum_t beta_t * (eta_t(x) + phi(eta_t(x)) / Phi(eta_t(x)))
+
+    a function of each stage's conditional probability ``Phi(eta_t(x))``,
+    which a stage tower learns from every row's label and a label embedding
+    passes downstream; a row that converted against the odds (low ``eta_t``,
+    so a large truncated ``v_t``) spends more. The exact truth follows from
+    ``E[exp(b U) 1{U > 0}] = exp(b eta + b**2 / 2) Phi(eta + b)``::
+
+        P(stage_t = 1 | x) = prod_{s <= t} Phi(eta_s(x))
+        E[core | x] = core_scale * E[xi] * exp(mu(x))
+                      * prod_t exp(beta_t eta_t(x) + beta_t**2 / 2) Phi(eta_t(x) + beta_t)
+
+    ``s``, the logistic's standard deviation, keeps the stages as predictable
+    as the default's at the same ``signal`` (the truth's stage AUCs agree
+    within 0.02). The features and the scores are those of the default
+    process for the same seed (the intercepts ``a_t`` are calibrated for the
+    probit link), and the stages do not depend on ``beta``: ``transfer=0.0``
+    draws the same X and stages as ``transfer=1.0``, with a core that ignores
+    the stages given x (a matched control).
+
+    **Core noise** ``xi``, independent of everything else: lognormal,
+    ``xi = exp(sigma * e)`` with ``e ~ Normal(0, 1)``, ``sigma = 1`` and
+    ``E[xi] = exp(sigma**2 / 2)``, ``E[log xi] = 0`` (``core_tail_index=None``),
+    or Pareto with tail index ``alpha`` (``core_tail_index=alpha``):
+    ``P(xi > u) = u**-alpha`` for ``u >= 1``, ``E[xi] = alpha / (alpha - 1)``
+    and ``E[log xi] = 1 / alpha``, so the core among converting rows has a
+    power-law tail, ``P(core > y | x) ~ y**-alpha``.
 
     Parameters
     ----------
@@ -86,6 +142,22 @@ def make_funnel(
         independently per cell. A missing value contributes nothing to the
         scores, so the targets depend on the features *as observed* and the
         truth stays exact. Categorical fields are never missing.
+    transfer : None, float or sequence of float, default=None
+        None keeps the default process (and its output, bit for bit). A
+        loading ``beta_t`` in [0, inf), one for all stages or one per stage,
+        selects the transfer process: the core's log amount adds
+        ``beta_t * U_t`` for every stage. Values of 0.5 to 1.5 make the
+        stage utilities a sizeable part of the amount (at the default rates
+        the log amount's variance among converting rows, 1.85 with
+        ``beta = 0``, grows by about ``0.4 * beta_t**2`` per stage).
+    core_tail_index : None or float, default=None
+        None keeps the lognormal core noise; a float ``alpha`` in (1, inf)
+        makes it Pareto with that tail index (the mean is finite, the
+        variance only for ``alpha > 2``; 1.5 is a heavy, watch-time-like tail).
+    core_scale : float, default=1.0
+        Unit of the core, in (0, inf): every amount and ``E[core | x]`` are
+        multiplied by it (e.g. 60_000 expresses minutes as milliseconds), the
+        stages are unaffected.
     random_state : int, Generator, RandomState or None, default=None
         Seed for everything (effect tables, intercepts, rows). The same
         integer always gives identical output. For train and test sets of the
@@ -93,6 +165,8 @@ def make_funnel(
         funnel.
     return_truth : bool, default=False
         If True, also return the exact conditional expectations.
+    return_latent : bool, default=False
+        If True, also return the rows' latent variables (last in the tuple).
 
     Returns
     -------
@@ -102,16 +176,25 @@ def make_funnel(
         then ``num_0, ...`` (float64, standard normal, NaN where missing).
     Y : pandas.DataFrame of shape (n_samples, n_stages + 1)
         Columns ``stage_1 .. stage_k`` (int64, 0/1, nested:
-        ``stage_t <= stage_{t-1}``) then ``core`` (float64, > 0 exactly where
-        the last stage is 1, otherwise 0).
+        ``stage_t <= stage_{t-1}``) then ``core`` (float64, in units of
+        ``core_scale``, > 0 exactly where the last stage is 1, otherwise 0).
     truth : pandas.DataFrame of shape (n_samples, n_stages + 1)
         Only when ``return_truth=True``. Same columns as Y, float64.
-        ``stage_t`` is the exact entire-space probability
-        ``P(stage_t = 1 | x) = prod_{s <= t} sigmoid(a_s + signal * score_s(x))``
-        and ``core`` is ``E[core | x] = P(stage_k = 1 | x) *
-        exp(mu(x) + sigma**2 / 2)``: what a perfect model's ``predict``
-        returns (DESIGN: stage probabilities, then the core's conditional
-        mean in its units).
+        ``stage_t`` is the exact entire-space probability ``P(stage_t = 1 |
+        x)`` (the product of the stages' conditional probabilities above) and
+        ``core`` is ``E[core | x]`` (above; for the default process
+        ``P(stage_k = 1 | x) * core_scale * E[xi] * exp(mu(x))``): what a
+        perfect model's ``predict`` returns (DESIGN: stage probabilities, then
+        the core's conditional mean in its units).
+    latent : pandas.DataFrame of shape (n_samples, 2 * n_stages + 1)
+        Only when ``return_latent=True``, float64, the realised latents that
+        drew Y: ``eta_1 .. eta_k`` (the stage indices ``eta_t(x)``, functions
+        of x), ``utility_1 .. utility_k`` (``U_t``; for the default process
+        the logistic utility ``eta_t(x) + logistic noise``; where stage t-1 is
+        1, stage t is 1 exactly where ``U_t > 0``, up to rounding for the
+        default process) and ``core_location`` (the core's realised
+        log-location, ``mu(x) + sum_t beta_t * U_t``, or ``mu(x)``: where the
+        last stage is 1, ``core = core_scale * exp(core_location) * xi``).
 
     Raises
     ------
@@ -126,7 +209,8 @@ def make_funnel(
     copies: 10**7 rows, 20 categorical fields of cardinality 20 and 10
     numeric fields with the truth take 1.5 GB (2.1 GB peak, about 15 s on
     one core). The effect tables take ``4 * (n_stages + 2) * cardinality``
-    bytes per field (16 MB for 10**6 levels and two stages).
+    bytes per field (16 MB for 10**6 levels and two stages), and
+    ``return_latent=True`` adds ``8 * (2 * n_stages + 1)`` bytes per row.
 
     Examples
     --------
@@ -136,20 +220,36 @@ def make_funnel(
     ['stage_1', 'stage_2', 'core']
     >>> bool((Y["stage_2"] <= Y["stage_1"]).all())
     True
+
+    A funnel whose core amount (milliseconds, Pareto tail) grows with the
+    realised stage utilities:
+
+    >>> X, Y, latent = make_funnel(1000, transfer=0.8, core_tail_index=1.5,
+    ...                            core_scale=1000.0, random_state=0, return_latent=True)
+    >>> list(latent.columns)
+    ['eta_1', 'eta_2', 'utility_1', 'utility_2', 'core_location']
     """
-    n_samples = _check_int(n_samples, "n_samples", 1)
-    n_stages = _check_int(n_stages, "n_stages", 0)
-    n_categorical = _check_int(n_categorical, "n_categorical", 0)
-    n_numeric = _check_int(n_numeric, "n_numeric", 0)
+    n_samples = check_int(n_samples, "n_samples", 1)
+    n_stages = check_int(n_stages, "n_stages", 0)
+    n_categorical = check_int(n_categorical, "n_categorical", 0)
+    n_numeric = check_int(n_numeric, "n_numeric", 0)
     if n_categorical + n_numeric == 0:
         raise ValueError("n_categorical + n_numeric must be at least 1, got 0.")
-    cardinalities = _check_cardinality(cardinality, n_categorical)
-    signal = _check_real(signal, "signal", 0.0, np.inf, closed=(True, False))
-    rates = _check_stage_rates(stage_rates, n_stages)
-    missing_rate = _check_real(
-        missing_rate, "missing_rate", 0.0, 1.0, closed=(True, False)
+    cardinalities = check_cardinality(cardinality, n_categorical)
+    signal = check_real(signal, "signal", 0.0, np.inf, closed=(True, False))
+    rates = [_DEFAULT_STAGE_RATE] * n_stages if stage_rates is None else check_per_stage(
+        stage_rates, "stage_rates", n_stages, 0.0, 1.0, closed=(False, False)
     )
-    rng = _make_rng(random_state)
+    missing_rate = check_real(missing_rate, "missing_rate", 0.0, 1.0, closed=(True, False))
+    if transfer is not None:
+        transfer = check_per_stage(transfer, "transfer", n_stages, 0.0, np.inf, (True, False))
+    targets = Targets(
+        transfer,
+        check_optional_real(core_tail_index, "core_tail_index", 1.0, np.inf, (False, False)),
+        check_real(core_scale, "core_scale", 0.0, np.inf, closed=(False, False)),
+    )
+    return_truth, return_latent = bool(return_truth), bool(return_latent)
+    rng = make_rng(random_state)
 
     n_tasks = n_stages + 1
     n_components = n_tasks + 1  # common, one per stage, core
@@ -160,13 +260,15 @@ def make_funnel(
     spec = _Spec(cardinalities, tables, angles, missing_rate, signal)
 
     pilot_rng, rows_rng = (np.random.default_rng(s) for s in rng.integers(2**63, size=2))
-    intercepts = _calibrate(spec.scores(*spec.draw_features(pilot_rng, _PILOT_SIZE)), rates)
+    pilot = spec.scores(*spec.draw_features(pilot_rng, _PILOT_SIZE))
+    intercepts = targets.calibrate(pilot, rates)
 
     codes = [np.empty(n_samples, dtype=_code_dtype(k)) for k in cardinalities]
     numeric = np.empty((n_numeric, n_samples))
     stages = np.empty((n_stages, n_samples), dtype=np.int64)
     core = np.empty(n_samples)
     truth = np.empty((n_tasks, n_samples)) if return_truth else None
+    latent = np.empty((2 * n_stages + 1, n_samples)) if return_latent else None
     for start in range(0, n_samples, _CHUNK_SIZE):
         rows = slice(start, min(start + _CHUNK_SIZE, n_samples))
         chunk_codes, chunk_numeric = spec.draw_features(rows_rng, rows.stop - start)
@@ -174,10 +276,13 @@ def make_funnel(
             out[rows] = chunk
         numeric[:, rows] = chunk_numeric
         scores = spec.scores(chunk_codes, chunk_numeric)
-        conditional, mu = expit(intercepts[:, None] + scores[:-1]), _CORE_LOG_MEAN + scores[-1]
-        stages[:, rows], core[rows] = _draw_targets(rows_rng, conditional, mu)
+        eta, mu = targets.index(intercepts, scores[:-1]), CORE_LOG_MEAN + scores[-1]
+        prob = targets.link(eta)
+        stages[:, rows], core[rows], drawn = targets.draw(rows_rng, eta, prob, mu, return_latent)
         if return_truth:
-            truth[:, rows] = _expectations(conditional, mu)
+            truth[:, rows] = targets.expectations(eta, prob, mu)
+        if return_latent:
+            latent[:, rows] = np.vstack([eta, *drawn])
 
     categorical = {
         f"cat_{i}": pd.Categorical.from_codes(c, dtype=pd.CategoricalDtype(pd.RangeIndex(k)))
@@ -186,10 +291,13 @@ def make_funnel(
     # Transposed views of row-blocked arrays become pandas blocks without a copy.
     X = pd.concat([pd.DataFrame(categorical), _frame(numeric, "num_{}", start=0)], axis=1)
     Y = pd.concat([_frame(stages, "stage_{}"), pd.DataFrame({"core": core})], axis=1)
-    if not return_truth:
-        return X, Y
-    truth = _frame(truth, "stage_{}").set_axis(Y.columns, axis=1)
-    return X, Y, truth
+    out = [X, Y]
+    if return_truth:
+        out.append(_frame(truth, "stage_{}").set_axis(Y.columns, axis=1))
+    if return_latent:
+        names = [f"{p}_{t + 1}" for p in ("eta", "utility") for t in range(n_stages)]
+        out.append(_frame(latent, "{}").set_axis([*names, "core_location"], axis=1))
+    return tuple(out)
 
 
 def _frame(columns, name, start=1):
@@ -234,39 +342,6 @@ class _Spec:
         return self.signal * (np.sqrt(_CORRELATION) * common + np.sqrt(1.0 - _CORRELATION) * own)
 
 
-def _draw_targets(rng, conditional, mu):
-    """Draw nested 0/1 stages (k, size) from their conditional probabilities, then the core."""
-    n_stages, size = conditional.shape
-    stages = np.empty((n_stages, size), dtype=np.int64)
-    passed = np.ones(size, dtype=bool)
-    for t in range(n_stages):
-        passed &= rng.random(size) < conditional[t]
-        stages[t] = passed
-    core = np.exp(mu + _CORE_SIGMA * rng.standard_normal(size))
-    return stages, np.where(passed, core, 0.0)
-
-
-def _expectations(conditional, mu):
-    """Return P(stage_t = 1 | x) for every stage and E[core | x], shape (k + 1, size)."""
-    reach = np.cumprod(conditional, axis=0)
-    last = reach[-1] if len(reach) else 1.0
-    return np.vstack([reach, last * np.exp(mu + _CORE_SIGMA**2 / 2)])
-
-
-def _calibrate(scores, rates):
-    """Solve each stage's intercept so its conditional rate on the pilot sample is `rates[t]`."""
-    reach = np.ones(scores.shape[1])
-    intercepts = np.empty(len(rates))
-    for t, rate in enumerate(rates):
-        def gap(a):
-            return np.average(expit(a + scores[t]), weights=reach) - rate
-
-        bound = 50.0 + np.abs(scores[t]).max()  # sigmoid(-bound + score) < 2e-22 <= rate
-        intercepts[t] = brentq(gap, -bound, bound, xtol=1e-10)
-        reach = reach * expit(intercepts[t] + scores[t])
-    return intercepts
-
-
 def _code_dtype(k):
     for dtype in (np.int8, np.int16, np.int32):
         if k <= np.iinfo(dtype).max:
@@ -274,61 +349,3 @@ def _code_dtype(k):
     return np.int64
 
 
-def _make_rng(random_state):
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(2**31))
-    if random_state is None or isinstance(random_state, numbers.Integral):
-        return np.random.default_rng(random_state)
-    raise ValueError(
-        "random_state must be an int, a numpy Generator or RandomState, or None, "
-        f"got {random_state!r}."
-    )
-
-
-def _check_int(value, name, minimum, maximum=None):
-    integral_float = isinstance(value, numbers.Real) and float(value).is_integer()
-    if isinstance(value, bool) or not (isinstance(value, numbers.Integral) or integral_float):
-        raise ValueError(f"{name} must be an integer, got {value!r}.")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
-        raise ValueError(f"{name} must be {bound}, got {value}.")
-    return int(value)
-
-
-def _check_real(value, name, low, high, closed):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or np.isnan(value):
-        raise ValueError(f"{name} must be a real number, got {value!r}.")
-    above = value >= low if closed[0] else value > low
-    below = value <= high if closed[1] else value < high
-    if not (above and below):
-        interval = f"{'[' if closed[0] else '('}{low}, {high}{']' if closed[1] else ')'}"
-        raise ValueError(f"{name} must be in {interval}, got {value}.")
-    return float(value)
-
-
-def _check_cardinality(cardinality, n_categorical):
-    if np.ndim(cardinality) == 0:
-        return [_check_int(cardinality, "cardinality", 1, 2**31 - 1)] * n_categorical
-    values = list(cardinality)
-    if len(values) != n_categorical:
-        raise ValueError(
-            f"cardinality must have one value per categorical field "
-            f"(n_categorical={n_categorical}), got {len(values)}."
-        )
-    return [_check_int(k, "cardinality", 1, 2**31 - 1) for k in values]
-
-
-def _check_stage_rates(stage_rates, n_stages):
-    if stage_rates is None:
-        return [_DEFAULT_STAGE_RATE] * n_stages
-    if np.ndim(stage_rates) == 0:
-        stage_rates = [stage_rates] * n_stages
-    values = list(stage_rates)
-    if len(values) != n_stages:
-        raise ValueError(
-            f"stage_rates must have one value per stage (n_stages={n_stages}), "
-            f"got {len(values)}."
-        )
-    return [_check_real(r, "stage_rates", 0.0, 1.0, closed=(False, False)) for r in values]
