@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import scipy.sparse
 import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval
@@ -102,10 +103,18 @@ class _Checks:
     """Parameter and X checks of :class:`~sk_htlnet.HTLNetRegressor` (mixin)."""
 
     def _validate_X(self, X, reset):
-        """scikit-learn's checks and messages: shape, sparse, complex, sample and feature counts,
-        feature names (``validate_data``).  A DataFrame keeps its columns and dtypes; a polars
-        DataFrame is read as the pandas one it converts to (:func:`sk_htlnet._frames.as_pandas`)."""
+        """scikit-learn's checks and messages: shape, complex, sample and feature counts, feature
+        names (``validate_data``); a scipy sparse X is refused with what to pass instead.  A DataFrame
+        keeps its columns and dtypes; a polars DataFrame is read as the pandas one it converts to
+        (:func:`sk_htlnet._frames.as_pandas`)."""
         X = as_pandas(X, "X")
+        if scipy.sparse.issparse(X):  # a TypeError, as scikit-learn's check_array raises
+            raise TypeError(
+                f"X is a scipy sparse {type(X).__name__} of shape {X.shape}, and {type(self).__name__} takes dense X: "
+                "pass a DataFrame with categorical columns (the estimator embeds them itself, no one-hot encoding "
+                "needed), or, after a OneHotEncoder, set sparse_output=False in the encoder or sparse_threshold=0 in "
+                "the ColumnTransformer (X.toarray() densifies a sparse matrix of your own)"
+            )
         min_samples = 2 if reset else 1
         if isinstance(X, pd.DataFrame):
             n, p = X.shape

@@ -24,7 +24,8 @@ read for all the schema's references to members together within that budget too 
 member once per reference).  Only then is the type of every object it declares checked against
 skops' trusted set (scikit-learn's estimators, numpy and scipy ufuncs, builtins, ...), plus
 :data:`TRUSTED_TYPES`, plus the ``trusted`` names the caller passes: any other type is refused
-with the list that :func:`skops.io.get_untrusted_types` reports, before anything is constructed.
+with the list that :func:`skops.io.get_untrusted_types` reports, before anything is constructed (a
+name no import resolves, a lambda's, whatever ``trusted`` says; ``save_model`` does not write one).
 The HTLNetRegressor step is loaded, checked and probed as an estimator file is, then put in the
 placeholder's place; the transformers' output columns (``get_feature_names_out``, where they
 tell) must be those the estimator was fitted on.  A Pipeline's ``memory`` (a cache folder) is
@@ -32,8 +33,11 @@ reset to None at load, with a warning, as the estimator's ``checkpoint_dir`` is.
 """
 
 import copy
+import functools
 import io
 import re
+import sys
+import types
 import warnings
 import zipfile
 
@@ -176,11 +180,54 @@ def check_trusted(trusted):
     return list(trusted)
 
 
-def untrusted_types(data, trusted):
-    """The types in the skops bytes that neither skops, :data:`TRUSTED_TYPES` nor ``trusted`` trust."""
+def untrusted_types(data):
+    """The types in the skops bytes that neither skops nor :data:`TRUSTED_TYPES` trust."""
     from skops.io import get_untrusted_types
 
-    return sorted(set(get_untrusted_types(data=data)) - set(TRUSTED_TYPES) - set(trusted))
+    return sorted(set(get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+
+
+def unimportable(names):
+    """The names (``module.name``) no import resolves whatever is trusted: a lambda's, or one its module
+    (imported) lacks, as for a function defined in a function.  Nothing is imported, no hook runs."""
+    spaces = [(name.rpartition(".")[2], getattr(sys.modules.get(name.rpartition(".")[0]), "__dict__", {}))
+              for name in names]
+    return [name for name, (attr, space) in zip(names, spaces)
+            if not attr.isidentifier() or (space and attr not in space and "__getattr__" not in space)]
+
+
+def _functions(value):
+    """The plain functions in a parameter's value, inside lists, tuples, sets, dicts and partials."""
+    if isinstance(value, functools.partial):
+        value = [value.func, value.args, value.keywords]
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        for item in (value.values() if isinstance(value, dict) else value):
+            yield from _functions(item)
+    elif isinstance(value, types.FunctionType):
+        yield value
+
+
+def _function_problem(func):
+    """Why load_model could not import ``func`` by the module and ``__name__`` skops stores (None if it can)."""
+    name, qualname = func.__name__, func.__qualname__
+    if name == "<lambda>" or "<locals>" in qualname:
+        return "a lambda" if name == "<lambda>" else "a function defined inside another function"
+    found = getattr(sys.modules.get(func.__module__), "__dict__", {}).get(name, func)  # another of its name?
+    if qualname != name or found is not func or unimportable([f"{func.__module__}.{name}"]):
+        return f"not found as {func.__module__}.{name} (not a module-level function)"
+
+
+def check_functions(shell):
+    """Refuse a function in a step's parameters that load_model could never import (see above)."""
+    params = shell.get_params(deep=True)
+    for key, func in ((key, func) for key, value in params.items() for func in _functions(value)):
+        if problem := _function_problem(func):
+            step, _, param = key.rpartition("__")
+            where = f"its step {step!r} ({type(params[step]).__name__})" if step else "the Pipeline itself"
+            raise ValueError(f"save_model cannot store the Pipeline: {where} holds the function {func.__module__}."
+                             f"{func.__qualname__} in its {param!r} parameter, {problem}, which load_model could "
+                             "not import by name: use a module-level named function (numpy's, such as np.log1p, or "
+                             "a def at the top level of a module) or save with pickle")
 
 
 # ---- save ---------------------------------------------------------------------------------------
@@ -237,11 +284,12 @@ def split_pipeline(pipeline):
 
 def dump_shell(shell, est):
     """The skops bytes of the shell, checked as :func:`sk_htlnet.io.load_model` will check them (a
-    Pipeline that it would refuse is not written; types outside the trusted set only warn)."""
+    Pipeline it would refuse, or could never load, is not written; untrusted types only warn)."""
     import skops.io
 
     from .io import DEFAULT_MAX_BYTES
 
+    check_functions(shell)
     try:
         data = skops.io.dumps(shell)
     except Exception as exc:
@@ -252,7 +300,10 @@ def dump_shell(shell, est):
         _check_columns(_levels(shell), est)
     except ModelFileError as exc:
         raise ValueError(f"save_model cannot store this Pipeline: {exc}") from None
-    untrusted = untrusted_types(data, [])
+    untrusted = untrusted_types(data)
+    if unimportable(untrusted):  # one that check_functions does not see (a fitted attribute, a local class)
+        raise ValueError(f"save_model cannot store the Pipeline: it holds {unimportable(untrusted)}, which load_model "
+                         "could not import by name; use module-level named functions and classes, or pickle")
     if untrusted:
         warnings.warn(f"the Pipeline holds types that skops does not trust by default: {untrusted}; "
                       f"load_model will refuse the file unless given trusted={untrusted!r}", UserWarning, stacklevel=3)
@@ -300,13 +351,17 @@ def load_shell(members, max_bytes, trusted):
     data = members.pop(SKOPS_MEMBER)
     check_skops(data, max_bytes - sum(len(v) for v in members.values()), max_bytes)
     try:
-        untrusted = untrusted_types(data, trusted)
+        untrusted = untrusted_types(data)
     except MemoryError:
         raise
     except Exception as exc:  # skops' errors on a malformed schema (KeyError, ...)
         raise ModelFileError(f"{SKOPS_MEMBER} is not a valid skops file: {type(exc).__name__}: "
                              f"{str(exc)[:300]}") from exc
-    if untrusted:
+    if unimportable(untrusted):
+        raise ModelFileError(f"{SKOPS_MEMBER} names {unimportable(untrusted)}, which no import resolves (a lambda, "
+                             "a function defined in a function): no trusted= makes the file load. Save the Pipeline "
+                             "again with module-level named functions (numpy's, or a top-level def), or pickle")
+    if untrusted := [name for name in untrusted if name not in trusted]:
         raise ModelFileError(
             f"{SKOPS_MEMBER} holds types that are not trusted: {untrusted}. Loading would construct them, which "
             f"runs their code, so the file is refused. If you trust the file's source and these types, pass "

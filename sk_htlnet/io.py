@@ -192,8 +192,10 @@ def save_model(estimator, path):
         a parameter is not JSON, or a parameter exceeds what :func:`load_model` accepts
         (``n_threads`` above 1024, a size above its cap); if skops cannot store a step of the
         Pipeline, or stores what :func:`load_model` refuses (a scipy sparse matrix, transformers whose
-        output columns are not those the HTLNetRegressor step was fitted on); use pickle for such
-        models.  Nothing is written.
+        output columns are not those the HTLNetRegressor step was fitted on) or could never import (a
+        lambda or a function defined inside a function, which skops stores by module and name only:
+        the message names the step; use a module-level named function such as numpy's); use pickle
+        for such models.  Nothing is written.
     """
     from sklearn.pipeline import Pipeline
 
@@ -319,7 +321,8 @@ def load_model(path, device=None, *, max_bytes=DEFAULT_MAX_BYTES, trusted=None):
         or contradicting another field, weights that do not fit the settings or are not finite, or
         a probe prediction that fails; in a file of a Pipeline, a skops member that is malformed or
         too large, holds a type that is not trusted (the message lists them and the ``trusted``
-        argument that would accept them), is not a Pipeline ending in the HTLNetRegressor's
+        argument that would accept them) or a name no import resolves (a lambda's, which no
+        ``trusted`` makes load), is not a Pipeline ending in the HTLNetRegressor's
         placeholder, or whose transformers output other columns than the HTLNetRegressor step was
         fitted on.  The message names the field and what was expected.
     TypeError

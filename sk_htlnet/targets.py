@@ -49,12 +49,15 @@ def parse_targets(y, n_rows=None):
         names = [str(c) for c in y.columns]
         if len(set(names)) < len(names):
             raise ValueError(f"y's column names {list(y.columns)} are not unique as text ({names})")
-        try:
-            values = np.column_stack(
-                [pd.to_numeric(y[c]).to_numpy(dtype=np.float64, na_value=np.nan) for c in y.columns]
-            ) if y.shape[1] else np.empty((len(y), 0))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"y must hold numeric values (0/1 stages, a numeric core target): {exc}") from exc
+        columns = []
+        for j, c in enumerate(y.columns):
+            try:
+                columns.append(pd.to_numeric(y[c]).to_numpy(dtype=np.float64, na_value=np.nan))
+            except (TypeError, ValueError) as exc:
+                role = "the core target" if j == y.shape[1] - 1 else "a stage"
+                raise ValueError(f"y column {c!r} ({role}) must hold numeric values (0/1 for a stage, a number "
+                                 f"for the core target): {exc}") from exc
+        values = np.column_stack(columns) if columns else np.empty((len(y), 0))
         return values, names, was_1d
     try:
         arr = np.asarray(y, dtype=np.float64)
@@ -128,9 +131,10 @@ def check_targets(y, n_rows, incremental=False, fitted=None):
     if np.isnan(core).all():
         raise ValueError(f"core target column {names[k]!r} has no observed value")
     observed = core[~np.isnan(core)]
-    if k and not incremental and np.isin(observed, (0.0, 1.0)).all() and np.unique(observed).size == 2:
+    if not incremental and np.isin(observed, (0.0, 1.0)).all() and np.unique(observed).size == 2:
+        where = "y's last column" if k else "y's only target"
         warnings.warn(
-            f"the core target {names[k]!r} (y's last column) holds only 0 and 1, as the stages do: it is "
+            f"the core target {names[k]!r} ({where}) holds only 0 and 1{', as the stages do' if k else ''}: it is "
             "fitted as a continuous outcome. If it is a stage, add the continuous core target (spend, "
             "revenue, ...) as y's last column; HTLNetRegressor has no stages-only mode.",
             UserWarning, stacklevel=user_stacklevel(),

@@ -306,6 +306,35 @@ def test_an_all_binary_y_warns_that_its_last_column_is_the_core():
     stages = Y[["stage_1", "stage_2"]]
     with pytest.warns(UserWarning, match=r"the core target 'stage_2' \(y's last column\) holds only 0 and 1"):
         HTLNetRegressor(**SMALL_NET, max_iter=1, random_state=0).fit(X, stages)
+    for single in (Y["stage_1"], Y[["stage_1"]]):  # one 0/1 column: as 1-D y and as a frame (found by a new user)
+        with pytest.warns(UserWarning, match=r"the core target '(core|stage_1)' \(y's only target\) holds only 0 and 1"):
+            HTLNetRegressor(**SMALL_NET, max_iter=1, core_loss="mse", random_state=0).fit(X, single)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a continuous core does not warn
         HTLNetRegressor(**SMALL_NET, max_iter=1, random_state=0).fit(X, Y)
+
+
+def test_sparse_x_says_what_to_pass_in_this_packages_terms(fitted_small):
+    """A new user's finding: a ColumnTransformer with a OneHotEncoder (sparse output by default)
+    before the estimator met scikit-learn's generic "Sparse data was passed ... Use '.toarray()'"."""
+    import scipy.sparse
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    est, X, Y = fitted_small
+    message = (r"X is a scipy sparse (csr_matrix|csr_array) of shape \(300, \d+\), and HTLNetRegressor takes dense X: "
+               r"pass a DataFrame with categorical columns \(the estimator embeds them itself, no one-hot encoding "
+               r"needed\), or, after a OneHotEncoder, set sparse_output=False in the encoder or sparse_threshold=0")
+    numeric = X.select_dtypes("number").to_numpy()
+    for sparse in (scipy.sparse.csr_matrix(numeric), scipy.sparse.csr_array(numeric)):
+        with pytest.raises(TypeError, match=message):  # a TypeError, as scikit-learn's own
+            HTLNetRegressor(**SMALL_NET, max_iter=1).fit(sparse, Y)
+    with pytest.raises(TypeError, match=message):
+        est.predict(scipy.sparse.csr_matrix(X.select_dtypes("number").to_numpy()))
+    categorical = list(X.select_dtypes(exclude="number").columns)
+    one_hot = ColumnTransformer([("onehot", OneHotEncoder(), categorical)], remainder="passthrough")
+    with pytest.raises(TypeError, match=message):
+        Pipeline([("columns", one_hot), ("htlnet", HTLNetRegressor(**SMALL_NET, max_iter=1))]).fit(X, Y)
+    dense = one_hot.set_params(sparse_threshold=0)  # the way out the message names
+    Pipeline([("columns", dense), ("htlnet", HTLNetRegressor(**SMALL_NET, max_iter=1))]).fit(X, Y)

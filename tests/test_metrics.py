@@ -329,3 +329,29 @@ def test_compare_reports_puts_models_side_by_side():
         compare_reports({"x": a.drop(columns="task")})
     with pytest.raises(ValueError, match="non-empty dict"):
         compare_reports({})
+
+
+def test_compare_reports_refuses_reports_on_other_targets():
+    """Before, reports of arrays (rows stage_1, stage_2, core) and of a DataFrame (card, spends,
+    expenditure) were outer-joined into a table half NaN, without a word."""
+    from sk_htlnet.metrics import compare_reports
+
+    y = np.array([[0, 1, 0.0], [1, 0, 2.0], [1, 1, 5.0], [0, 0, 0.0], [1, 1, 1.0]])
+    frame = pd.DataFrame(y, columns=["card", "spends", "expenditure"])
+    arrays, named = funnel_report(y, y), funnel_report(frame, frame)
+    with pytest.raises(ValueError, match=(
+            r"same targets: reports\['named'\] has \['card', 'spends', 'expenditure'\], reports\['arrays'\] has "
+            r"\['stage_1', 'stage_2', 'core'\] \(reports\['named'\] lacks \['stage_1', 'stage_2', 'core'\] and "
+            r"has \['card', 'spends', 'expenditure'\] besides\); name the targets alike with .*target_names=")):
+        compare_reports({"arrays": arrays, "named": named})
+    with pytest.raises(ValueError, match=r"reports\['fewer'\] has \['stage_1', 'stage_2'\].*\(reports\['fewer'\] "
+                                         r"lacks \['core'\]\)"):
+        compare_reports({"arrays": arrays, "fewer": arrays.iloc[:2]})
+    as_core = funnel_report(y, y, n_stages=1, target_names=["stage_1", "stage_2", "core"])
+    with pytest.raises(ValueError, match=r"same task per target: reports\['b'\] scores 'stage_2' \(core, not stage\)"):
+        compare_reports({"a": arrays, "b": as_core})
+    # the same targets in another order, or the same names given: compared, rows in the first report's order
+    renamed = funnel_report(y, y, target_names=["card", "spends", "expenditure"])
+    table = compare_reports({"named": named, "renamed": renamed, "reordered": named.iloc[[2, 0, 1]]})
+    assert list(table.index.get_level_values("target").unique()) == ["card", "spends", "expenditure"]
+    assert table.notna().all().all() and table.shape == (8, 3)

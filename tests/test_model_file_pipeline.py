@@ -5,9 +5,11 @@ skops trusts (and those named in ``trusted=``), under the same ``max_bytes`` and
 ``ModelFileError`` for anything about the file.  Before, ``save_model(pipeline)`` raised a
 TypeError and users fell back to pickle."""
 
+import functools
 import hashlib
 import io
 import json
+import re
 import warnings
 import zipfile
 
@@ -51,6 +53,28 @@ class Doubler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
 
 DOUBLER = f"{Doubler.__module__}.{Doubler.__qualname__}"
+HERE = re.escape(__name__)
+
+
+class Keeper(Doubler):
+    """Keeps a lambda in a fitted attribute, where no parameter shows it."""
+
+    def fit(self, X, y=None):
+        self.fn_ = lambda X: X
+        return super().fit(X, y)
+
+
+def _copy(X):
+    return X
+
+
+_LAMBDA = lambda X: X  # noqa: E731 (as in a script: __main__.<lambda>)
+
+
+def _local():
+    def inner(X):
+        return X
+    return inner
 
 
 def _columns(numeric):
@@ -325,3 +349,51 @@ def test_memory_is_not_carried_and_loading_writes_nothing(pipe, funnel, tmp_path
 def test_an_estimator_file_ignores_trusted(pipe, funnel, tmp_path):
     save_model(pipe[-1], tmp_path / "e.htlnet")
     assert isinstance(load_model(tmp_path / "e.htlnet", trusted=["x.Y"]), HTLNetRegressor)
+
+
+# ---- functions skops stores by name (a lambda, a local function) -------------------------------------
+@pytest.mark.parametrize("step, match", [
+    (lambda: FunctionTransformer(_LAMBDA, feature_names_out="one-to-one"),
+     rf"step 'pre__num' \(FunctionTransformer\) holds the function {HERE}\.<lambda> in its 'func' parameter, "
+     "a lambda,"),
+    (lambda: FunctionTransformer(_local(), feature_names_out="one-to-one"),
+     rf"function {HERE}\._local\.<locals>\.inner in its 'func' parameter, a function defined inside another"),
+    (lambda: FunctionTransformer(np.arcsinh, functools.partial(lambda X, k: np.sinh(X) * k, k=1),
+                                 feature_names_out="one-to-one"),
+     r"step 'pre__num' \(FunctionTransformer\) holds the function .*<lambda> in its 'inverse_func' parameter"),
+    (lambda: FunctionTransformer(np.arcsinh, Doubler.transform, check_inverse=False, feature_names_out="one-to-one"),
+     rf"{HERE}\.Doubler\.transform in its 'inverse_func' parameter, not found as {HERE}\.transform \(not a module"),
+    (Keeper, rf"it holds \['{HERE}\.<lambda>'\], which load_model could not import by name"),
+], ids=["lambda", "local", "partial", "method", "fitted-attribute"])
+def test_a_lambda_or_a_local_function_is_refused_before_anything_is_written(funnel, tmp_path, step, match):
+    """Before, save_model wrote a file that never loads, with a warning advising trusted=[that name]."""
+    pipe = Pipeline([("pre", _columns(step())), ("htlnet", HTLNetRegressor(**FAST))]).fit(*funnel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # refused, not warned about
+        with pytest.raises(ValueError, match=match) as error:
+            save_model(pipe, tmp_path / "f.htlnet")
+    assert "module-level named function" in str(error.value) and "pickle" in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_module_level_function_saves_and_loads_when_trusted(funnel, tmp_path):
+    X, Y = funnel
+    pipe = Pipeline([("pre", _columns(FunctionTransformer(_copy, feature_names_out="one-to-one"))),
+                     ("htlnet", HTLNetRegressor(**FAST))]).fit(X, Y)
+    with pytest.warns(UserWarning, match=rf"does not trust by default: \['{HERE}\._copy'\]"):
+        save_model(pipe, tmp_path / "f.htlnet")
+    loaded = load_model(tmp_path / "f.htlnet", trusted=[f"{__name__}._copy"])
+    np.testing.assert_array_equal(loaded.predict(X), pipe.predict(X))
+
+
+@pytest.mark.parametrize("func", [_LAMBDA, _local()], ids=["lambda", "local"])
+def test_a_file_naming_a_lambda_does_not_advise_trusting_it(saved, tmp_path, func):
+    """A file an earlier save_model wrote: no trusted= makes it load, and the message says so."""
+    crafted = skops.io.dumps(Pipeline([("f", FunctionTransformer(func)), ("htlnet", "passthrough")]))
+    path = _write(tmp_path / "l.htlnet", dict(_members(saved), **{"pipeline.skops": crafted}))
+    name = skops.io.get_untrusted_types(data=crafted)
+    for trusted in (None, name):
+        with pytest.raises(ModelFileError, match=rf"names \['{re.escape(name[0])}'\], which no import resolves.*"
+                                                 "no trusted= makes the file load") as error:
+            load_model(path, trusted=trusted)
+        assert "trusted=[" not in str(error.value) and "module-level named functions" in str(error.value)

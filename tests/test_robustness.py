@@ -45,7 +45,9 @@ def fitted(funnel):
     (lambda X, Y: (X.iloc[:, :0], Y), "0 feature"),
     (lambda X, Y: (X.assign(num_0=np.where(np.arange(len(X)) == 0, np.inf, X["num_0"])), Y),
      r"numeric column\(s\) \['num_0'\] contain infinite values"),
-    (lambda X, Y: (X, Y.assign(core="a")), "y must hold numeric values"),
+    (lambda X, Y: (X, Y.assign(core="a")), r"y column 'core' \(the core target\) must hold numeric values"),
+    (lambda X, Y: (X, Y.assign(stage_1=np.where(Y["stage_1"] == 1, "yes", "no"))),
+     r"y column 'stage_1' \(a stage\) must hold numeric values"),
     (lambda X, Y: (X, None), "requires y to be passed"),
 ])
 def test_bad_fit_input_gets_a_clear_error(funnel, mutate, match):

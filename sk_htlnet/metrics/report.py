@@ -122,18 +122,24 @@ def compare_reports(reports):
     Parameters
     ----------
     reports : dict of str to pandas.DataFrame
-        Model name -> its ``funnel_report`` (on the same targets, usually the same test rows).
+        Model name -> its ``funnel_report``, usually on the same test rows.  Every report must
+        score the same targets (the same names, in any order) with the same task each: reports
+        whose targets differ (a report of arrays, with rows ``stage_1 .. core``, and one of a
+        DataFrame's columns) are refused rather than joined into a table half NaN; name the
+        targets alike with ``funnel_report``'s ``target_names``.
 
     Returns
     -------
     pandas.DataFrame of float64
-        Indexed by (``target``, ``metric``), one column per model in the order given; the
-        metrics a target's task does not have (AUC for the core, Gini for a stage) are left out.
+        Indexed by (``target``, ``metric``), targets in the first report's order, one column per
+        model in the order given; the metrics a target's task does not have (AUC for the core,
+        Gini for a stage) are left out.
 
     Raises
     ------
     ValueError
-        If ``reports`` is empty or a value is not a ``funnel_report`` frame.
+        If ``reports`` is empty, a value is not a ``funnel_report`` frame, or the reports' targets
+        or their tasks differ (the message names them per report).
 
     Examples
     --------
@@ -149,11 +155,37 @@ def compare_reports(reports):
     """
     if not isinstance(reports, dict) or not reports:
         raise ValueError("reports must be a non-empty dict of model name -> funnel_report")
-    columns = {}
+    columns, first = {}, None
     for name, report in reports.items():
         if not isinstance(report, pd.DataFrame) or list(report.columns) != REPORT_COLUMNS:
             raise ValueError(f"reports[{name!r}] is not a funnel_report (a DataFrame with columns {REPORT_COLUMNS})")
+        first = first or (name, report)
+        _check_same_targets(first, (name, report))
         columns[name] = report.drop(columns="task").stack(future_stack=True)
     table = pd.concat(columns, axis=1).dropna(how="all").astype(np.float64)
     table.index.names = ["target", "metric"]
     return table
+
+
+def _check_same_targets(first, other):
+    """Refuse a report whose targets, or whose tasks for them, are not those of the first report."""
+    (name, report), (first_name, first_report) = other, first
+    targets, theirs = list(first_report.index), list(report.index)
+    missing = [t for t in targets if t not in theirs]
+    extra = [t for t in theirs if t not in targets]
+    if missing or extra:
+        differ = " and ".join([f"lacks {missing}"] * bool(missing) + [f"has {extra} besides"] * bool(extra))
+        raise ValueError(
+            f"compare_reports needs reports on the same targets: reports[{name!r}] has {theirs}, "
+            f"reports[{first_name!r}] has {targets} (reports[{name!r}] {differ}); name the targets alike with "
+            "funnel_report's target_names= (a report of arrays names them stage_1 .. core, one of DataFrames "
+            "after their columns)"
+        )
+    tasks = dict(zip(first_report.index, first_report["task"]))
+    other_tasks = [f"{t!r} ({task}, not {tasks[t]})" for t, task in zip(report.index, report["task"])
+                   if task != tasks[t]]
+    if other_tasks:
+        raise ValueError(
+            f"compare_reports needs the same task per target: reports[{name!r}] scores "
+            f"{', '.join(other_tasks)} unlike reports[{first_name!r}]; pass both funnel_reports the same n_stages"
+        )
