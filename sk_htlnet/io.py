@@ -147,7 +147,7 @@ def _members(estimator):
             "n_iter": int(estimator.n_iter_),
         },
     }
-    # own storage per tensor: safetensors before 0.3 refuses views that share one (tied or sliced buffers)
+    # own storage per tensor: safetensors refuses tensors that share memory (tied or sliced buffers)
     state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
              for k, v in estimator.net_.module_.state_dict().items()}
     return json.dumps(config).encode("utf-8"), save_safetensors(state), dropped

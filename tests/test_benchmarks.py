@@ -43,7 +43,9 @@ def test_speed_quick_mode(tmp_path):
     assert list(table.index) == [5000]
     measured = ratios.drop(columns=[c for c in ratios.columns if "rechub" in c and ratios[c].isna().all()])
     assert measured.notna().all().all()
-    assert (table.filter(like="_s") > 0).all().all()
+    timings = table.filter(like="_s")  # torch-rechub's columns are NaN without it (make test-min)
+    timings = timings.drop(columns=[c for c in timings.columns if "rechub" in c and timings[c].isna().all()])
+    assert (timings > 0).all().all()
     assert (tmp_path / "speed_quick.csv").exists() and not (tmp_path / "speed_quick_partial.csv").exists()
     md = (tmp_path / "speed_quick.md").read_text()
     assert "| (b) htlnet rule / none | <= 1.5 | **" in md and "5,000 rows" in md
