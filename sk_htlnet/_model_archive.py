@@ -119,7 +119,12 @@ def read_member(archive, info, limit, why):
     """At most ``limit`` bytes of the member ``info`` of the open ZipFile ``archive`` (``why``: the
     limit's name, for the error), decompressed chunk by chunk, and at most 200 times its compressed
     size plus 16 MiB: its size in the zip header is not trusted, its compressed size is (zipfile
-    reads no more than that from the file)."""
+    reads no more than that from the file).  Only stored and deflated members are read: a bzip2 or
+    LZMA decompressor allocates its output before any limit applies (a 2 KB bzip2 member asked
+    for gigabytes), and save_model writes deflate."""
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ModelFileError(f"{info.filename}: compression method {info.compress_type}; expected stored (0) or "
+                             "deflated (8)")
     expansion = _MAX_EXPANSION * info.compress_size + _EXPANSION_SLACK
     if expansion < limit:
         limit = expansion

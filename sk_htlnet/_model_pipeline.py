@@ -46,6 +46,7 @@ import numpy as np
 from ._json_input import parse_json
 from ._model_archive import config_cap, declared_entries, end_records, read_archive, read_member, write_archive
 from ._model_fields import ModelFileError, as_object
+from ._model_skops_schema import expanded_nodes, member_bytes_read
 
 MEMBERS = ("config.json", "weights.safetensors", "pipeline.skops", "manifest.json")  # as save_model writes them
 SKOPS_MEMBER = "pipeline.skops"
@@ -101,20 +102,6 @@ def _check_npy(data, name):
                              f"({declared} bytes), but {len(data) - f.tell()} bytes follow")
 
 
-def _references(schema, sizes):
-    """Bytes that skops reads for the schema's references to members (once per reference)."""
-    total, stack = 0, [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if isinstance(node.get("file"), str):
-                total += sizes.get(node["file"], 0)
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return total
-
-
 def check_skops(data, budget, max_bytes):
     """Check the skops member as data before skops reads it (see the module's docstring)."""
     if not data:
@@ -135,8 +122,9 @@ def check_skops(data, budget, max_bytes):
         raise ModelFileError(f"{SKOPS_MEMBER} is not a readable zip archive: {type(exc).__name__}: "
                              f"{str(exc)[:200]}") from exc
     as_object(schema, f"{SKOPS_MEMBER} schema.json")
-    if _references(schema, sizes) > budget:
-        raise ModelFileError(f"{SKOPS_MEMBER} schema.json refers to its members {_references(schema, sizes)} bytes' "
+    expanded_nodes(schema, SKOPS_MEMBER)
+    if member_bytes_read(schema, sizes) > budget:
+        raise ModelFileError(f"{SKOPS_MEMBER} schema.json refers to its members {member_bytes_read(schema, sizes)} bytes' "
                              f"worth, more than is left of max_bytes={max_bytes} after the other members")
 
 

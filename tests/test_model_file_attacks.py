@@ -1,0 +1,90 @@
+"""Crafted model files found by an attacker review (issue 16's Pipeline files): each is refused with a
+ModelFileError, quickly and without large allocations."""
+
+import hashlib
+import io
+import json
+import zipfile
+
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from sk_htlnet import HTLNetRegressor
+from sk_htlnet.datasets import make_funnel
+from sk_htlnet.io import ModelFileError, load_model, save_model
+
+from _sizes import SMALL_NET
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    X, Y = make_funnel(300, n_stages=1, n_categorical=1, n_numeric=2, random_state=0)
+    X = X.assign(city=[f"c{i % 7}" for i in range(len(X))])
+    pre = ColumnTransformer([("city", OneHotEncoder(sparse_output=False), ["city"]),
+                             ("num", StandardScaler(), ["num_0", "num_1"])])
+    pipe = Pipeline([("pre", pre), ("htlnet", HTLNetRegressor(**SMALL_NET, max_iter=1, random_state=0))]).fit(X, Y)
+    folder = tmp_path_factory.mktemp("files")
+    save_model(pipe, folder / "pipe.htlnet")
+    save_model(pipe[-1], folder / "est.htlnet")
+    return folder
+
+
+def _members(path):
+    with zipfile.ZipFile(path) as z:
+        return {info.filename: z.read(info.filename) for info in z.infolist()}
+
+
+def _write(path, members, manifest_header=None, compress=None):
+    """A zip of ``members`` with a recomputed manifest; ``compress`` maps a name to a zip method."""
+    manifest = dict(manifest_header or {})
+    manifest.update({n: hashlib.sha256(d).hexdigest() for n, d in members.items() if n != "manifest.json"})
+    members = {**{n: d for n, d in members.items() if n != "manifest.json"},
+               "manifest.json": json.dumps(manifest).encode()}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = (compress or {}).get(name, zipfile.ZIP_DEFLATED)
+            z.writestr(info, data)
+    return path
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+@pytest.mark.parametrize("kind", ["est", "pipe"])
+def test_members_compressed_with_bzip2_or_lzma_are_refused_before_decompression(files, tmp_path, kind, method):
+    """A 2 KB bzip2 member made the decompressor allocate gigabytes (a MemoryError, not a
+    ModelFileError) before the max_bytes cap applied; save_model writes deflate only."""
+    members = _members(files / f"{kind}.htlnet")
+    header = {"format": "sk_htlnet.pipeline", "version": 1} if kind == "pipe" else None
+    path = _write(tmp_path / "m.htlnet", members, header, compress={"config.json": method})
+    with pytest.raises(ModelFileError, match=rf"config.json: compression method {method}; expected stored"):
+        load_model(path)
+
+
+def test_a_schema_whose_references_double_at_each_level_is_refused_quickly(files, tmp_path):
+    """A 35 KB file with 64 levels of {"__id__": k} references, each level naming the one below
+    twice, took skops more than a minute to audit (12.6 s at 20 levels).  18 levels (262,144
+    nodes) keep this test short if the check is lost: skops then loads the file."""
+    members = _members(files / "pipe.htlnet")
+    with zipfile.ZipFile(io.BytesIO(members["pipeline.skops"])) as z:
+        inner = {info.filename: z.read(info.filename) for info in z.infolist()}
+    schema = json.loads(inner["schema.json"])
+    leaf = {"__class__": "int", "__module__": "builtins", "__loader__": "JsonNode", "content": "0", "is_json": True}
+    nodes = [{"__class__": "list", "__module__": "builtins", "__loader__": "ListNode", "content": [leaf], "__id__": 10**6}]
+    for k in range(1, 18):
+        nodes.append({"__class__": "list", "__module__": "builtins", "__loader__": "ListNode",
+                      "content": [{"__id__": 10**6 + k - 1}, {"__id__": 10**6 + k - 1}], "__id__": 10**6 + k})
+    schema["content"]["content"]["dag"] = {"__class__": "list", "__module__": "builtins", "__loader__": "ListNode",
+                                           "content": nodes}
+    schema["content"]["key_types"]["content"].append(
+        {"__class__": "str", "__module__": "builtins", "__loader__": "TypeNode"})
+    inner["schema.json"] = json.dumps(schema).encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for name, data in inner.items():
+            z.writestr(name, data)
+    members["pipeline.skops"] = buffer.getvalue()
+    path = _write(tmp_path / "dag.htlnet", members, {"format": "sk_htlnet.pipeline", "version": 1})
+    with pytest.raises(ModelFileError, match=r"expands to more than \d+ nodes through its references"):
+        load_model(path)
