@@ -46,7 +46,7 @@ import numpy as np
 from ._json_input import parse_json
 from ._model_archive import config_cap, declared_entries, end_records, read_archive, read_member, write_archive
 from ._model_fields import ModelFileError, as_object
-from ._model_skops_schema import expanded_nodes, member_bytes_read
+from ._model_skops_schema import EXTRA_TRUSTED_LOADERS, check_nodes, expanded_nodes, member_bytes_read
 
 MEMBERS = ("config.json", "weights.safetensors", "pipeline.skops", "manifest.json")  # as save_model writes them
 SKOPS_MEMBER = "pipeline.skops"
@@ -54,8 +54,9 @@ FORMAT, VERSION = "sk_htlnet.pipeline", 1
 HEADER = {"format": FORMAT, "version": VERSION}  # the manifest's keys besides the digests
 PLACEHOLDER = "passthrough"
 
-TRUSTED_TYPES = ("numpy.dtype", "sklearn.compose._column_transformer.make_column_selector")
-"""Types trusted beyond skops' default set.  ``numpy.dtype`` (SimpleImputer keeps the fitted dtype):
+TRUSTED_TYPES = tuple(EXTRA_TRUSTED_LOADERS)  # numpy.dtype, make_column_selector, each from its own node kind
+"""Types trusted beyond skops' default set, each only from the node kind skops writes for it
+(:data:`sk_htlnet._model_skops_schema.EXTRA_TRUSTED_LOADERS`).  ``numpy.dtype`` (SimpleImputer keeps the fitted dtype):
 skops rebuilds it as the dtype of an empty array read with ``allow_pickle=False``.
 ``make_column_selector`` (the column selection of a ColumnTransformer): three data attributes,
 which a fitted ColumnTransformer does not call to transform."""
@@ -123,6 +124,7 @@ def check_skops(data, budget, max_bytes):
                              f"{str(exc)[:200]}") from exc
     as_object(schema, f"{SKOPS_MEMBER} schema.json")
     expanded_nodes(schema, SKOPS_MEMBER)
+    check_nodes(schema, SKOPS_MEMBER)
     if member_bytes_read(schema, sizes) > budget:
         raise ModelFileError(f"{SKOPS_MEMBER} schema.json refers to its members {member_bytes_read(schema, sizes)} bytes' "
                              f"worth, more than is left of max_bytes={max_bytes} after the other members")

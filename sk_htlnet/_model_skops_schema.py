@@ -60,3 +60,35 @@ def expanded_nodes(schema, member, factor=10, slack=100_000):
         return size(schema, frozenset())
     except RecursionError:
         raise ModelFileError(f"{member} schema.json: its references nest too deep") from None
+
+
+# the node kind skops writes for each type sk_htlnet trusts beyond skops' own set: a type is trusted
+# as skops builds it from that node, not through any other loader (a reduce-based node named
+# numpy.dtype calls dtype.__setstate__ with a state from the file, which can crash numpy)
+EXTRA_TRUSTED_LOADERS = {
+    "numpy.dtype": "DTypeNode",
+    "sklearn.compose._column_transformer.make_column_selector": "ObjectNode",
+}
+
+
+def check_nodes(schema, member):
+    """Refuse nodes that skops would build in ways its audit does not see: a type of
+    :data:`EXTRA_TRUSTED_LOADERS` behind another loader (even when the caller trusts it), and an array node whose
+    member is not a checked ``.npy`` file (skops' np.load reads any member and allocates the shape
+    its header declares)."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            name = f"{node.get('__module__')}.{node.get('__class__')}"
+            loader = node.get("__loader__")
+            if name in EXTRA_TRUSTED_LOADERS and loader != EXTRA_TRUSTED_LOADERS[name]:
+                raise ModelFileError(f"{member} schema.json builds {name} through {loader!r}; sk_htlnet trusts it "
+                                     f"only as skops writes it ({EXTRA_TRUSTED_LOADERS[name]!r})")
+            if loader == "NdArrayNode" and "file" in node and not (
+                    isinstance(node["file"], str) and node["file"].endswith(".npy")):
+                raise ModelFileError(f"{member} schema.json reads an array from {str(node['file'])[:80]!r}; "
+                                     "expected a .npy member")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)

@@ -6,6 +6,7 @@ import io
 import json
 import zipfile
 
+import numpy as np
 import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
@@ -60,6 +61,47 @@ def test_members_compressed_with_bzip2_or_lzma_are_refused_before_decompression(
     path = _write(tmp_path / "m.htlnet", members, header, compress={"config.json": method})
     with pytest.raises(ModelFileError, match=rf"config.json: compression method {method}; expected stored"):
         load_model(path)
+
+
+def _with_schema_node(files, tmp_path, node, extra_members=None):
+    """The Pipeline file with ``node`` added as an attribute of the Pipeline in its skops schema."""
+    members = _members(files / "pipe.htlnet")
+    with zipfile.ZipFile(io.BytesIO(members["pipeline.skops"])) as z:
+        inner = {info.filename: z.read(info.filename) for info in z.infolist()}
+    schema = json.loads(inner["schema.json"])
+    schema["content"]["content"]["crafted"] = node
+    schema["content"]["key_types"]["content"].append(
+        {"__class__": "str", "__module__": "builtins", "__loader__": "TypeNode"})
+    inner["schema.json"] = json.dumps(schema).encode()
+    inner.update(extra_members or {})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for name, data in inner.items():
+            z.writestr(name, data)
+    members["pipeline.skops"] = buffer.getvalue()
+    return _write(tmp_path / "crafted.htlnet", members, {"format": "sk_htlnet.pipeline", "version": 1})
+
+
+def test_a_trusted_extra_type_behind_another_node_kind_is_refused(files, tmp_path):
+    """numpy.dtype is trusted as skops writes it (a DTypeNode); a reduce-based node of that name
+    calls dtype.__setstate__ with a state from the file, and a crafted state crashed predict."""
+    node = {"__class__": "dtype", "__module__": "numpy", "__loader__": "LossNode",
+            "__reduce__": {"args": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode",
+                                    "content": []}},
+            "content": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode", "content": []}}
+    with pytest.raises(ModelFileError, match=r"builds numpy.dtype through 'LossNode'; sk_htlnet trusts it only"):
+        load_model(_with_schema_node(files, tmp_path, node))
+
+
+def test_an_array_read_from_a_member_other_than_a_checked_npy_file_is_refused(files, tmp_path):
+    """A .bin member holding a .npy header that declares 100 GB made np.load allocate it."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": (10**10,)})
+    node = {"__class__": "ndarray", "__module__": "numpy", "__loader__": "NdArrayNode", "type": "numpy",
+            "file": "big.bin"}
+    path = _with_schema_node(files, tmp_path, node, {"big.bin": buffer.getvalue() + bytes(8)})
+    with pytest.raises(ModelFileError, match=r"reads an array from 'big.bin'; expected a .npy member"):
+        load_model(path, max_bytes=1 << 22)
 
 
 def test_a_schema_whose_references_double_at_each_level_is_refused_quickly(files, tmp_path):
