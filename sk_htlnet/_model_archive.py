@@ -59,7 +59,8 @@ def _le(data):
 def end_records(f, size):
     """``[(entries, central directory bytes), ...]`` that the end-of-archive record of the open file
     ``f`` (of ``size`` bytes) declares and, where a zip64 locator precedes it, the zip64 record
-    declares (zipfile then trusts the zip64 record's counts); None where there is no end record.  A
+    declares (zipfile then trusts the zip64 record's counts; also the record just before the locator,
+    which Python's zipfile reads whatever the locator points to); None where there is no end record.  A
     zip64 locator that points outside the archive or to no zip64 record is a ``ModelFileError``.
     Read before zipfile parses the archive (ZipFile reads every entry the records declare); ``f`` is
     left at offset 0."""
@@ -84,6 +85,12 @@ def end_records(f, size):
                 if record[:4] != b"PK\x06\x06":
                     raise ModelFileError("a zip64 locator points to no zip64 record")
                 declared += [(_le(record[24:32]), _le(record[40:48])), (_le(record[32:40]), _le(record[40:48]))]
+                if eocd >= 76 and record_at != eocd - 76:  # Python's zipfile reads the record just
+                    f.seek(eocd - 76)                       # before the locator, whatever it points to
+                    record = f.read(56)
+                    if record[:4] == b"PK\x06\x06":
+                        declared += [(_le(record[24:32]), _le(record[40:48])),
+                                     (_le(record[32:40]), _le(record[40:48]))]
         return declared
     finally:
         f.seek(0)

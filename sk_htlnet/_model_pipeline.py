@@ -376,8 +376,15 @@ def load_shell(members, max_bytes, trusted):
 
 
 def attach(shell, est, notes):
-    """Put the loaded estimator in the placeholder's place; reset ``memory`` (a note names where)."""
+    """Put the loaded estimator in the placeholder's place; reset ``memory`` and every ``n_jobs``
+    (notes name where: a file must not choose a cache folder or how many processes predict starts)."""
     levels = _levels(shell)
+    jobs = sorted(key for key, value in shell.get_params(deep=True).items()
+                  if (key == "n_jobs" or key.endswith("__n_jobs")) and value is not None)
+    if jobs:
+        shell.set_params(**{key: None for key in jobs})
+        notes.append(f"the model file sets {jobs}, which a model file does not choose (the processes "
+                     "predict starts): reset to None")
     _check_columns(levels, est)
     levels[-1].steps[-1] = (levels[-1].steps[-1][0], est)
     memory = [where for where, pipeline in _pipelines(shell) if pipeline.memory is not None]

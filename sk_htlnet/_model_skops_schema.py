@@ -85,6 +85,9 @@ def check_nodes(schema, member):
             if name in EXTRA_TRUSTED_LOADERS and loader != EXTRA_TRUSTED_LOADERS[name]:
                 raise ModelFileError(f"{member} schema.json builds {name} through {loader!r}; sk_htlnet trusts it "
                                      f"only as skops writes it ({EXTRA_TRUSTED_LOADERS[name]!r})")
+            if loader == "SparseMatrixNode":  # HTLNetRegressor takes dense X; np.load_npz has no size cap
+                raise ModelFileError(f"{member} schema.json holds a sparse matrix, which a Pipeline file does not "
+                                     "carry")
             if loader == "NdArrayNode" and "file" in node and not (
                     isinstance(node["file"], str) and node["file"].endswith(".npy")):
                 raise ModelFileError(f"{member} schema.json reads an array from {str(node['file'])[:80]!r}; "

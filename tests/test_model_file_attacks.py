@@ -130,3 +130,63 @@ def test_a_schema_whose_references_double_at_each_level_is_refused_quickly(files
     path = _write(tmp_path / "dag.htlnet", members, {"format": "sk_htlnet.pipeline", "version": 1})
     with pytest.raises(ModelFileError, match=r"expands to more than \d+ nodes through its references"):
         load_model(path)
+
+
+def test_a_zip64_locator_pointing_to_a_decoy_record_does_not_hide_the_record_zipfile_reads(files, tmp_path):
+    """The pre-parse check followed the locator's pointer to a decoy record declaring 4 members, while
+    Python's zipfile reads the record just before the locator, which declared a million entries
+    (a 94 MB file held 1.2 GB while zipfile parsed them)."""
+    import struct
+
+    data = (files / "pipe.htlnet").read_bytes()
+    end = data[-22:]
+    entries, directory_size, directory_at = struct.unpack("<HII", end[10:20])
+    local, directory = data[:directory_at], data[directory_at:directory_at + directory_size]
+    junk = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0) + b"x"
+
+    def zip64_record(count, size, at):
+        return struct.pack("<4sQ2H2I4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, at)
+
+    decoy = zip64_record(entries, directory_size, directory_at)
+    big = directory + junk * 1000
+    real = zip64_record(entries + 1000, len(big), len(local) + len(decoy))
+    locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, len(local), 1)  # points at the decoy
+    path = tmp_path / "zip64.htlnet"
+    path.write_bytes(local + decoy + big + real + locator + end)
+    with pytest.raises(ModelFileError, match=r"the archive declares 1004 members"):
+        load_model(path)
+
+
+def test_a_sparse_matrix_node_is_refused_and_n_jobs_from_the_file_is_reset(files, tmp_path):
+    """A SparseMatrixNode read a .bin member with np.load_npz, whose decompression has no cap; a
+    ColumnTransformer's n_jobs from the file started that many processes at predict."""
+    node = {"__class__": "csr_matrix", "__module__": "scipy.sparse", "__loader__": "SparseMatrixNode",
+            "type": "scipy", "file": "m.npz"}
+    with pytest.raises(ModelFileError, match=r"holds a sparse matrix"):
+        load_model(_with_schema_node(files, tmp_path, node))
+    members = _members(files / "pipe.htlnet")
+    with zipfile.ZipFile(io.BytesIO(members["pipeline.skops"])) as z:
+        inner = {info.filename: z.read(info.filename) for info in z.infolist()}
+    schema = json.loads(inner["schema.json"])
+
+    def transformer(node):
+        if isinstance(node, dict):
+            if node.get("__class__") == "ColumnTransformer":
+                return node
+            children = node.values()
+        else:
+            children = node if isinstance(node, list) else ()
+        return next((found for child in children if (found := transformer(child)) is not None), None)
+
+    transformer(schema)["content"]["content"]["n_jobs"] = {
+        "__class__": "int", "__module__": "builtins", "__loader__": "JsonNode", "content": "12", "is_json": True}
+    inner["schema.json"] = json.dumps(schema).encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for name, data in inner.items():
+            z.writestr(name, data)
+    members["pipeline.skops"] = buffer.getvalue()
+    path = _write(tmp_path / "jobs.htlnet", members, {"format": "sk_htlnet.pipeline", "version": 1})
+    with pytest.warns(UserWarning, match=r"sets \['pre__n_jobs'\], which a model file does not choose"):
+        loaded = load_model(path)
+    assert loaded.get_params()["pre__n_jobs"] is None
