@@ -63,15 +63,13 @@ def test_members_compressed_with_bzip2_or_lzma_are_refused_before_decompression(
         load_model(path)
 
 
-def _with_schema_node(files, tmp_path, node, extra_members=None):
-    """The Pipeline file with ``node`` added as an attribute of the Pipeline in its skops schema."""
+def _with_schema(files, tmp_path, edit, extra_members=None):
+    """The Pipeline file with its skops ``schema.json`` changed in place by ``edit(schema)``."""
     members = _members(files / "pipe.htlnet")
     with zipfile.ZipFile(io.BytesIO(members["pipeline.skops"])) as z:
         inner = {info.filename: z.read(info.filename) for info in z.infolist()}
     schema = json.loads(inner["schema.json"])
-    schema["content"]["content"]["crafted"] = node
-    schema["content"]["key_types"]["content"].append(
-        {"__class__": "str", "__module__": "builtins", "__loader__": "TypeNode"})
+    edit(schema)
     inner["schema.json"] = json.dumps(schema).encode()
     inner.update(extra_members or {})
     buffer = io.BytesIO()
@@ -80,6 +78,15 @@ def _with_schema_node(files, tmp_path, node, extra_members=None):
             z.writestr(name, data)
     members["pipeline.skops"] = buffer.getvalue()
     return _write(tmp_path / "crafted.htlnet", members, {"format": "sk_htlnet.pipeline", "version": 1})
+
+
+def _with_schema_node(files, tmp_path, node, extra_members=None):
+    """The Pipeline file with ``node`` added as an attribute of the Pipeline in its skops schema."""
+    def add(schema):
+        schema["content"]["content"]["crafted"] = node
+        schema["content"]["key_types"]["content"].append(
+            {"__class__": "str", "__module__": "builtins", "__loader__": "TypeNode"})
+    return _with_schema(files, tmp_path, add, extra_members)
 
 
 def test_a_trusted_extra_type_behind_another_node_kind_is_refused(files, tmp_path):
@@ -108,26 +115,13 @@ def test_a_schema_whose_references_double_at_each_level_is_refused_quickly(files
     """A 35 KB file with 64 levels of {"__id__": k} references, each level naming the one below
     twice, took skops more than a minute to audit (12.6 s at 20 levels).  18 levels (262,144
     nodes) keep this test short if the check is lost: skops then loads the file."""
-    members = _members(files / "pipe.htlnet")
-    with zipfile.ZipFile(io.BytesIO(members["pipeline.skops"])) as z:
-        inner = {info.filename: z.read(info.filename) for info in z.infolist()}
-    schema = json.loads(inner["schema.json"])
     leaf = {"__class__": "int", "__module__": "builtins", "__loader__": "JsonNode", "content": "0", "is_json": True}
     nodes = [{"__class__": "list", "__module__": "builtins", "__loader__": "ListNode", "content": [leaf], "__id__": 10**6}]
     for k in range(1, 18):
         nodes.append({"__class__": "list", "__module__": "builtins", "__loader__": "ListNode",
                       "content": [{"__id__": 10**6 + k - 1}, {"__id__": 10**6 + k - 1}], "__id__": 10**6 + k})
-    schema["content"]["content"]["dag"] = {"__class__": "list", "__module__": "builtins", "__loader__": "ListNode",
-                                           "content": nodes}
-    schema["content"]["key_types"]["content"].append(
-        {"__class__": "str", "__module__": "builtins", "__loader__": "TypeNode"})
-    inner["schema.json"] = json.dumps(schema).encode()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as z:
-        for name, data in inner.items():
-            z.writestr(name, data)
-    members["pipeline.skops"] = buffer.getvalue()
-    path = _write(tmp_path / "dag.htlnet", members, {"format": "sk_htlnet.pipeline", "version": 1})
+    path = _with_schema_node(files, tmp_path, {"__class__": "list", "__module__": "builtins",
+                                               "__loader__": "ListNode", "content": nodes})
     with pytest.raises(ModelFileError, match=r"expands to more than \d+ nodes through its references"):
         load_model(path)
 
@@ -164,10 +158,6 @@ def test_a_sparse_matrix_node_is_refused_and_n_jobs_from_the_file_is_reset(files
             "type": "scipy", "file": "m.npz"}
     with pytest.raises(ModelFileError, match=r"holds a sparse matrix"):
         load_model(_with_schema_node(files, tmp_path, node))
-    members = _members(files / "pipe.htlnet")
-    with zipfile.ZipFile(io.BytesIO(members["pipeline.skops"])) as z:
-        inner = {info.filename: z.read(info.filename) for info in z.infolist()}
-    schema = json.loads(inner["schema.json"])
 
     def transformer(node):
         if isinstance(node, dict):
@@ -178,15 +168,11 @@ def test_a_sparse_matrix_node_is_refused_and_n_jobs_from_the_file_is_reset(files
             children = node if isinstance(node, list) else ()
         return next((found for child in children if (found := transformer(child)) is not None), None)
 
-    transformer(schema)["content"]["content"]["n_jobs"] = {
-        "__class__": "int", "__module__": "builtins", "__loader__": "JsonNode", "content": "12", "is_json": True}
-    inner["schema.json"] = json.dumps(schema).encode()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as z:
-        for name, data in inner.items():
-            z.writestr(name, data)
-    members["pipeline.skops"] = buffer.getvalue()
-    path = _write(tmp_path / "jobs.htlnet", members, {"format": "sk_htlnet.pipeline", "version": 1})
+    def twelve_jobs(schema):
+        transformer(schema)["content"]["content"]["n_jobs"] = {
+            "__class__": "int", "__module__": "builtins", "__loader__": "JsonNode", "content": "12", "is_json": True}
+
+    path = _with_schema(files, tmp_path, twelve_jobs)
     with pytest.warns(UserWarning, match=r"sets \['pre__n_jobs'\], which a model file does not choose"):
         loaded = load_model(path)
     assert loaded.get_params()["pre__n_jobs"] is None
