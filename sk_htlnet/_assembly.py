@@ -196,7 +196,7 @@ class _NetAssembly:
         # "auto" resolved against the core's loss (sk_htlnet.gradient.resolve_rule)
         self.relax_factor_, self.clip_ratio_ = resolve_rule(
             self.relax_factor, self.clip_ratio, spec["criterion"]["core_loss_scale"],
-            core_units=self.target_transform_ == "none" and not core_loss_family(self.core_loss_).likelihood)
+            core_units=self.core_transform_.in_core_units)
         net = HybridNet(
             ARCHITECTURES[spec["architecture"]],
             **{f"module__{key}": value for key, value in spec["module"].items()},

@@ -79,10 +79,15 @@ class CoreTransform:
         return self
 
     @property
+    def in_core_units(self):
+        """Whether the squared error is taken in y's own units (``"none"`` without a likelihood)."""
+        return self.kind == "none" and not self.calibrate
+
+    @property
     def loss_scale(self):
-        """Factor from the squared error on z to the squared error in y's units: ``std^2`` for
-        ``"none"`` without a likelihood, else 1 (float)."""
-        return self.std ** 2 if self.kind == "none" and not self.calibrate else 1.0
+        """Factor from the squared error on z to the squared error in y's units: ``std^2`` when
+        :attr:`in_core_units`, else 1 (float)."""
+        return self.std ** 2 if self.in_core_units else 1.0
 
     def update(self, y):
         """A later chunk of training rows (``partial_fit``, warm start): the same check as ``fit``,
