@@ -41,7 +41,7 @@ def run(args):
     done = {(r["dataset"], str(r["batch_size"]), int(r["seed"])) for r in rows}
     for name in args.datasets:
         try:
-            X, Y = datasets.load(name, args.n_rows)
+            X, Y, _ = datasets.load(name, args.n_rows)
         except FileNotFoundError as exc:
             print(f"skipping {name}: {exc}")
             continue

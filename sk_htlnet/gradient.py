@@ -2,8 +2,8 @@
 
 Each strategy receives the per-task gradients on the shared parameters as one matrix ``G`` of shape
 (n_tasks, n_params), tasks in funnel order with the core task last, every row one flattened vector
-over all shared parameters (cosines and norms are global, not per tensor), and returns the single
-gradient to apply.  Strategies know nothing of scikit-learn or skorch; the net's train step calls
+over all shared parameters (cosines and norms are global, not per tensor); ``adjust`` returns the
+adjusted per-task rows and ``combine`` their sum, the single gradient to apply.  Strategies know nothing of scikit-learn or skorch; the net's train step calls
 them (see :mod:`sk_htlnet.net`).  Every non-shared parameter always receives its own task's gradient.
 """
 
@@ -25,9 +25,14 @@ class GradientStrategy:
     needs_task_gradients = True
     uses_uncertainty = False
 
-    def combine(self, grads):
-        """Return the shared gradient, shape (n_params,), from ``grads`` (n_tasks, n_params)."""
+    def adjust(self, grads):
+        """Return each task's adjusted gradient, shape (n_tasks, n_params), from ``grads`` (n_tasks,
+        n_params): the rows whose sum :meth:`combine` applies (the paper's Figure 5 plots their norms)."""
         raise NotImplementedError
+
+    def combine(self, grads):
+        """Return the shared gradient, shape (n_params,): the sum of :meth:`adjust`'s rows."""
+        return self.adjust(grads).sum(0)
 
 
 class NoAdjustment(GradientStrategy):
@@ -35,8 +40,8 @@ class NoAdjustment(GradientStrategy):
 
     needs_task_gradients = False
 
-    def combine(self, grads):
-        return grads.sum(0)
+    def adjust(self, grads):
+        return grads
 
 
 class HTLNetAdjustment(GradientStrategy):
@@ -73,10 +78,10 @@ class HTLNetAdjustment(GradientStrategy):
         self.project = project
         self.rescale = rescale
 
-    def combine(self, grads):
+    def adjust(self, grads):
         core, stages = grads[-1], grads[:-1]
         if stages.shape[0] == 0:
-            return core.clone()
+            return grads.clone()
         core_sq = core.dot(core)
         if self.project and core_sq > 0:
             dots = stages @ core
@@ -87,7 +92,7 @@ class HTLNetAdjustment(GradientStrategy):
             ratio = ratio.clamp(1.0 / self.clip_ratio, self.clip_ratio)
             gamma = self.relax_factor
             stages = stages * (gamma * ratio + (1.0 - gamma)).unsqueeze(1)
-        return core + stages.sum(0)
+        return torch.cat([stages, core.unsqueeze(0)])
 
 
 class PCGrad(GradientStrategy):
@@ -108,7 +113,7 @@ class PCGrad(GradientStrategy):
         if seed is not None:
             self.generator.manual_seed(int(seed))
 
-    def combine(self, grads):
+    def adjust(self, grads):
         n = grads.shape[0]
         sq = (grads * grads).sum(1)
         out = []
@@ -121,7 +126,7 @@ class PCGrad(GradientStrategy):
                 if dot < 0:
                     g = g - dot / sq[j] * grads[j]
             out.append(g)
-        return torch.stack(out).sum(0)
+        return torch.stack(out)
 
 
 class MetaBalance(GradientStrategy):
@@ -144,13 +149,13 @@ class MetaBalance(GradientStrategy):
         self.beta = float(beta)
         self.norms = None
 
-    def combine(self, grads):
+    def adjust(self, grads):
         norms = grads.norm(dim=1)
         self.norms = norms if self.norms is None else self.beta * self.norms + (1 - self.beta) * norms
         core, stages = grads[-1], grads[:-1]
         ratio = self.norms[-1] / self.norms[:-1].clamp_min(_EPS)
         r = self.relax_factor
-        return core + (stages * (r * ratio + (1 - r)).unsqueeze(1)).sum(0)
+        return torch.cat([stages * (r * ratio + (1 - r)).unsqueeze(1), core.unsqueeze(0)])
 
 
 class UncertaintyWeighting(NoAdjustment):

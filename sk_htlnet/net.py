@@ -26,15 +26,16 @@ __all__ = ["HybridNet"]
 _LARGE_GRADIENT = 1e10
 
 
-def _combine_scaled(strategy, grads):
-    """``strategy.combine(grads)``, computed on ``grads / s`` and scaled back by ``s = max |grads|``
-    when the gradients are so large (a core loss in raw units, ``target_transform="none"``) that
-    their squared norms would overflow float32.  Every strategy is positively homogeneous of degree
-    1 (projections, norm ratios and sums), so this changes nothing but the overflow."""
+def _adjust_scaled(strategy, grads):
+    """``strategy.adjust(grads)`` (the adjusted per-task rows), computed on ``grads / s`` and scaled
+    back by ``s = max |grads|`` when the gradients are so large (a core loss in raw units,
+    ``target_transform="none"``) that their squared norms would overflow float32.  Every strategy is
+    positively homogeneous of degree 1 (projections, norm ratios and sums), so this changes nothing
+    but the overflow."""
     scale = grads.abs().max()
     if not bool(torch.isfinite(scale)) or float(scale) <= _LARGE_GRADIENT:
-        return strategy.combine(grads)
-    return strategy.combine(grads / scale) * scale
+        return strategy.adjust(grads)
+    return strategy.adjust(grads / scale) * scale
 
 
 class HybridNet(NeuralNet):
@@ -59,9 +60,11 @@ class HybridNet(NeuralNet):
         Adam: only the rows present in a batch and their moments are updated) and the other
         parameters with ``optimizer``.  A step then costs O(batch) on the tables, not O(table size).
     record_gradient_norms : bool, default=False
-        Record, per batch, the norm of each task's gradient on the shared embedding before any
-        adjustment under the history keys ``grad_norm_<name>`` (the paper's Figure 5).  Forces one
-        backward pass per task even for ``gradient_adjustment="none"``.
+        Record, per batch, the norm of each task's gradient on the shared embedding before the
+        gradient adjustment under the history keys ``grad_norm_<name>``, and after it (the task's
+        row of :meth:`sk_htlnet.gradient.GradientStrategy.adjust`, whose sum is applied) under
+        ``grad_norm_adjusted_<name>`` (the paper's Figure 5).  Forces one backward pass per task even
+        for ``gradient_adjustment="none"``.
     **kwargs
         Passed to :class:`skorch.NeuralNet`.
 
@@ -353,10 +356,13 @@ class HybridNet(NeuralNet):
             weighted[t].backward(retain_graph=t < n_tasks - 1)
             grads.append(e.grad if e.grad is not None else torch.zeros_like(e))
         rows, task_grads = module.embedding.sparse_grad(torch.stack(grads), **x)
+        adjusted = _adjust_scaled(strategy, task_grads)
         if self.record_gradient_norms:
-            for name, norm in zip(self.task_names, task_grads.norm(dim=1).tolist()):
-                self.history.record_batch(f"grad_norm_{name}", norm)
-        module.embedding.set_sparse_grad(rows, _combine_scaled(strategy, task_grads))
+            for name, before, after in zip(self.task_names, task_grads.norm(dim=1).tolist(),
+                                           adjusted.norm(dim=1).tolist()):
+                self.history.record_batch(f"grad_norm_{name}", before)
+                self.history.record_batch(f"grad_norm_adjusted_{name}", after)
+        module.embedding.set_sparse_grad(rows, adjusted.sum(0))
         return y_pred, task_losses
 
     def validation_step(self, batch, **fit_params):

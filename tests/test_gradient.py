@@ -76,3 +76,34 @@ def test_strategy_registry():
     assert (s.relax_factor, s.clip_ratio) == (0.2, 3.0)
     with pytest.raises(ValueError, match="gradient_adjustment"):
         get_strategy("magic")
+
+
+@pytest.mark.parametrize("name", ["htlnet", "none", "pcgrad", "metabalance", "uncertainty"])
+def test_adjusted_rows_are_what_combine_sums(name):
+    """``adjust`` gives one row per task (the paper's Figure 5 plots their norms); ``combine`` applies
+    their sum, and the core's row is the core's own gradient under the HTLNet rule."""
+    grads = torch.tensor([[-1.0, 2.0, 0.5], [0.3, -0.2, 4.0], [2.0, 1.0, -1.0]])
+    rows = get_strategy(name, seed=0).adjust(grads)
+    assert rows.shape == grads.shape
+    torch.testing.assert_close(rows.sum(0), get_strategy(name, seed=0).combine(grads))
+    if name == "htlnet":
+        torch.testing.assert_close(rows[-1], grads[-1])
+
+
+def test_net_records_each_task_gradient_norm_before_and_after_the_rule():
+    """With gamma = 1 and a C that does not bind, every stage row after the rule has the core's norm
+    (HTLNet §4's magnitude step), while before it the norms differ."""
+    from sk_htlnet import HTLNetRegressor
+    from sk_htlnet.datasets import make_funnel
+
+    X, Y = make_funnel(600, n_stages=2, random_state=0)
+    est = HTLNetRegressor(relax_factor=1.0, clip_ratio=1e12, max_iter=1, early_stopping=False, batch_size=200,
+                          random_state=0, n_threads=1, net_kwargs={"record_gradient_norms": True}).fit(X, Y)
+    batches = est.history_[-1]["batches"]
+    assert len(batches) == 3
+    for b in batches:
+        core = b["grad_norm_adjusted_core"]
+        assert core == pytest.approx(b["grad_norm_core"])
+        for stage in ("stage_1", "stage_2"):
+            assert b[f"grad_norm_adjusted_{stage}"] == pytest.approx(core, rel=1e-4)
+        assert b["grad_norm_stage_1"] != pytest.approx(core, rel=1e-2)
