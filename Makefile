@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install demo test test-min docs clean
+.PHONY: install demo test test-postgres test-min docs clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The tests that need a database server (tests/test_tuning_postgres.py), beside a throwaway
+# PostgreSQL server on the loopback (.ci/with-postgres: started, then stopped and removed at exit).
+# .ci/run runs the whole of `make test` that way.
+test-postgres: install
+	SK_HTLNET_REQUIRE_POSTGRES=1 .ci/with-postgres $(PY) -m pytest -q tests/test_tuning_postgres.py
 
 # The documentation site (docs/: Sphinx, numpydoc, sphinx-gallery, myst-parser) in docs/_build/html,
 # warnings as errors. The gallery examples run in their quick mode (a subsample, two epochs);

@@ -4,6 +4,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -53,3 +54,37 @@ def test_speed_quick_mode(tmp_path):
     (tmp_path / "speed_quick.md").unlink()
     speed.main(["--quick", "--summarize", "--out", str(tmp_path)])  # rewrites the table from the csv
     assert (tmp_path / "speed_quick.md").read_text() == md
+
+
+def test_chronological_split_tests_on_the_latest_rows():
+    """HTLNET.md §5: where the data has dates the test tenth is the latest, whatever the seed."""
+    compare = _load("compare")
+    rng = np.random.default_rng(0)
+    dates = np.datetime64("2000-01-01") + rng.permutation(200).astype("timedelta64[D]")
+    X = pd.DataFrame({"x": np.arange(200.0)})
+    Y = pd.DataFrame({"s": np.zeros(200, int), "c": np.zeros(200)})
+    for seed in (0, 1):
+        X_fit, X_test, _, _ = compare.split(X, Y, seed, dates)
+        assert len(X_test) == 20 and len(X_fit) == 180
+        assert dates[X_fit.index].max() < dates[X_test.index].min()
+    assert not compare.split(X, Y, 0)[1].index.equals(compare.split(X, Y, 1)[1].index)  # no dates: random
+
+
+def test_compare_paper_regime_quick_mode(tmp_path):
+    """--regime paper: the core in its own units for every neural model, AutoClaim split by date, the
+    claims table, and Figure 5 with the task gradients after the rule."""
+    pytest.importorskip("matplotlib")
+    compare = _load("compare")
+    assert compare.in_regime(compare.MODELS["single_task"], "paper")["target_transform"] == "none"
+    assert compare.in_regime(compare.MODELS[compare.DEFAULT], "paper") is compare.UNTUNED
+    datasets = ["transfer_funnel"] + (["autoclaim"] if (compare.datasets.SHARED / "cplm_autoclaim").exists() else [])
+    results = compare.main(["--regime", "paper", "--quick", "--datasets", *datasets,
+                            "--models", "htlnet", "htlnet/none", "single_task", "--out", str(tmp_path)])
+    assert set(results["dataset"]) == set(datasets)
+    assert set(results["split"]) == ({"random", "chronological"} if len(datasets) == 2 else {"random"})
+    summary = (tmp_path / "summary.md").read_text()
+    assert "#### transfer_funnel: HTLNet minus each model" in summary and "| single_task | " in summary
+    norms = pd.read_csv(tmp_path / "gradient_norms.csv")
+    assert set(norms["panel"]) == {"with the rule, before adjustment", "with the rule, after adjustment",
+                                   "without (plain sum)"}
+    assert (norms["mean_norm"] > 0).all()
