@@ -37,7 +37,7 @@ from sklearn.model_selection import train_test_split
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import datasets  # noqa: E402
 
-from sk_htlnet import HTLNetRegressor  # noqa: E402
+from sk_htlnet import HTLNetRegressor, TrainingDivergedError  # noqa: E402
 from sk_htlnet.metrics import funnel_report  # noqa: E402
 
 SIZES = dict(embedding_dim=16, tower_units=(128, 64, 32), batch_size=1024, learning_rate=1e-3,
@@ -123,7 +123,15 @@ def fit_htlnet_family(params, X, Y, seed, max_iter, patience=SIZES["n_iter_no_ch
         est = HTLNetRegressor(**dict(SIZES, n_iter_no_change=patience), **params, max_iter=max_iter,
                               early_stopping=True, validation_fraction=1 / 9, random_state=seed)
     t0 = time.perf_counter()
-    est.fit(X, Y)
+    try:
+        est.fit(X, Y)
+        est.diverged_epoch_ = np.nan
+    except TrainingDivergedError as exc:
+        # reported, not hidden: the estimator is left fitted on its best weights before the divergence
+        if exc.best_epoch is None:
+            raise
+        print(f"  diverged at epoch {exc.epoch} ({exc.reason}); scored on the weights of epoch {exc.best_epoch}")
+        est.diverged_epoch_ = exc.epoch
     seconds = time.perf_counter() - t0
     return est.predict, seconds / est.n_iter_, n_params(est.net_.module_), est
 
@@ -245,7 +253,8 @@ def main(argv=None):
                 report = funnel_report(Y_test, pred).drop(columns="task")
                 metrics = {f"{t}:{m}": v for (t, m), v in report.stack().dropna().items()}
                 rows.append(dict(dataset=name, model=model, seed=seed, split="chronological" if dates is not None
-                                 else "random", n_epochs=getattr(est, "n_iter_", np.nan), fit_s_per_epoch=per_epoch,
+                                 else "random", n_epochs=getattr(est, "n_iter_", np.nan),
+                                 diverged_epoch=getattr(est, "diverged_epoch_", np.nan), fit_s_per_epoch=per_epoch,
                                  predict_rows_per_s=rows_per_s, params=size, **metrics))
                 print(f"{name} seed {seed} {model}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
                                                                  if "AUC" in k or "Gini" in k), flush=True)

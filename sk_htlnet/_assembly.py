@@ -15,6 +15,7 @@ from .checkpoint import AtomicCheckpoint, VerifiedLoadInitState, data_digest
 from .core_losses import EPS_RATE
 from .core_losses import core_loss as core_loss_family
 from .data import FunnelValidSplit
+from .distributed import SINGLE
 from .divergence import DivergenceMonitor
 from .gradient import get_strategy, resolve_rule
 from .losses import HybridLoss
@@ -168,7 +169,7 @@ class _NetAssembly:
         data = {"sha256": data_digest(arrays, labels), "rows": len(dataset)}
         return {**spec, "params": params, "data": data}
 
-    def _make_net(self, spec, seed, early, checkpoint_settings=None):
+    def _make_net(self, spec, seed, early, checkpoint_settings=None, group=SINGLE):
         """The skorch net for a spec from :meth:`_net_spec` (not yet initialised); its checkpoint
         (with ``checkpoint_dir``) records ``checkpoint_settings`` (:meth:`_checkpoint_fingerprint`),
         or the spec alone when None."""
@@ -207,10 +208,11 @@ class _NetAssembly:
             lr=self.learning_rate,
             batch_size=spec["batch_size"],
             max_epochs=self.max_iter,
-            train_split=FunnelValidSplit(self.validation_fraction, k, seed) if early else None,
+            # each rank holds out its own validation rows; the validation loss is over all ranks'
+            train_split=FunnelValidSplit(self.validation_fraction, k, seed + group.rank) if early else None,
             callbacks=callbacks or None,
             device=self.device,
-            verbose=self.verbose,
+            verbose=self.verbose if group.rank == 0 else 0,  # one epoch table, not one per rank
             task_names=self.target_names_,
             gradient_strategy=get_strategy(
                 self.gradient_adjustment, relax_factor=self.relax_factor_, clip_ratio=self.clip_ratio_,
@@ -218,6 +220,7 @@ class _NetAssembly:
             ),
             seed=seed,
             sparse_updates=bool(self.sparse_updates),
+            group=group if group.active else None,
         )
         if self.net_kwargs:
             try:

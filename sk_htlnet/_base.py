@@ -15,6 +15,7 @@ from sklearn.utils.validation import _check_sample_weight
 
 from ._assembly import _NetAssembly
 from ._checks import _Checks
+from ._distributed_fit import _DistributedFit
 from ._prediction import _Prediction
 from ._state import _State
 from ._stats import weighted_nanmean
@@ -23,6 +24,7 @@ from .core_losses import core_loss as core_loss_family
 from .core_losses import core_mean
 from .core_transform import CoreTransform
 from .data import INPUT_KEYS, FunnelDataset, resolve_batch_size
+from .distributed import SINGLE
 from .divergence import TrainingDivergedError, dead_network_error, find_monitor
 from .preprocessing import FeatureEncoder, user_stacklevel
 from .targets import check_targets, resolve_core_loss, resolve_target_transform
@@ -31,7 +33,7 @@ _CALIBRATION_ROWS = 200_000  # training rows the retransformation is fitted on, 
 _ALIVE_ROWS = 10_000  # training rows the dead-network check forwards when the retransformation does not
 
 
-class BaseHTLNet(_NetAssembly, _Checks, _Prediction, _State, MultiOutputMixin, RegressorMixin, BaseEstimator):
+class BaseHTLNet(_NetAssembly, _DistributedFit, _Checks, _Prediction, _State, MultiOutputMixin, RegressorMixin, BaseEstimator):
     """The fitting machinery of :class:`~sk_htlnet.HTLNetRegressor`, which adds the parameters."""
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -87,25 +89,37 @@ class BaseHTLNet(_NetAssembly, _Checks, _Prediction, _State, MultiOutputMixin, R
         self._check_setup()
         fitted = hasattr(self, "net_")
         keep = fitted and (self.warm_start or incremental)  # continue the fitted network
+        group = self._join_group(keep or incremental)
         if keep:
             self._warn_changed_params()
             epochs_before = len(self.net_.history)
-        X, encoder, inputs = self._encode_features(X, keep)
-        n_rows = inputs["cat"].shape[0]
-        values, names, was_1d = check_targets(y, n_rows, incremental=keep)
-        if keep and names != self.target_names_:
-            raise ValueError(f"y has targets {names}, but the model was fitted on {self.target_names_}")
-        sample_weight = self._normalised_weights(sample_weight, X, values, names)
+        reference = None
+        if group.active:  # each rank holds a shard (sk_htlnet._distributed_fit)
+            X, encoder, inputs, values, names, was_1d, sample_weight, reference = self._distributed_inputs(
+                X, y, sample_weight, group)
+        else:
+            X, encoder, inputs = self._encode_features(X, keep)
+            values, names, was_1d = check_targets(y, inputs["cat"].shape[0], incremental=keep)
+            if keep and names != self.target_names_:
+                raise ValueError(f"y has targets {names}, but the model was fitted on {self.target_names_}")
+            sample_weight = self._normalised_weights(sample_weight, X, values, names)
         if not keep:
             if fitted:  # a failed refit must not leave the old net beside the new encoding
                 del self.net_
             self.feature_encoder_, self.target_names_, self._y_1d = encoder, names, was_1d
             self.n_stages_ = len(names) - 1
-        y_model = self._fit_core_transform(values, names, sample_weight, keep)
+        if reference is None:
+            y_model = self._fit_core_transform(values, names, sample_weight, keep)
+            spec_y, spec_weight = y_model, sample_weight
+        else:  # fitted on the ranks' reference sample, applied to this rank's rows
+            spec_y, spec_weight = self._fit_core_transform(reference["values"], names, reference["weight"], keep), \
+                reference["weight"]
+            y_model = values.copy()
+            y_model[:, -1] = self.core_transform_.forward(values[:, -1])
         dataset = FunnelDataset(
             inputs["cat"], inputs["num"], inputs["num_missing"], y_model.astype(np.float32), sample_weight
         )
-        net = self.net_ if keep else self._build_net(dataset, y_model, values, names, sample_weight, incremental)
+        net = self.net_ if keep else self._build_net(dataset, spec_y, values, names, spec_weight, incremental, group)
         core = values[:, -1].copy()  # for the retransformation; the float64 targets are freed before training
         del values, y_model
         diverged = self._train(net, dataset, keep, incremental)
@@ -115,7 +129,7 @@ class BaseHTLNet(_NetAssembly, _Checks, _Prediction, _State, MultiOutputMixin, R
         self.history_ = self.net_.history
         # epochs trained in all: a model from load_model has an empty history but n_iter_ epochs behind it
         self.n_iter_ = (self.n_iter_ - epochs_before if keep else 0) + len(self.history_)
-        self._check_and_calibrate(dataset, inputs, core, sample_weight, keep, check=diverged is None)
+        self._check_and_calibrate(dataset, inputs, core, sample_weight, keep, check=diverged is None, group=group)
         if diverged is not None:
             raise diverged
         return self
@@ -166,11 +180,12 @@ class BaseHTLNet(_NetAssembly, _Checks, _Prediction, _State, MultiOutputMixin, R
         y_model[:, k] = self.core_transform_.forward(values[:, k])  # the scale the loss sees
         return y_model
 
-    def _build_net(self, dataset, y_model, values, names, sample_weight, incremental):
-        """A fresh fit's net: its spec from the data, early stopping's split checked, the checkpoint's
-        fingerprint of this fit (:mod:`._assembly`)."""
-        n_rows = len(dataset)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+    def _build_net(self, dataset, y_model, values, names, sample_weight, incremental, group=SINGLE):
+        """A fresh fit's net: its spec from the data (``y_model`` and ``sample_weight``: the
+        reference sample of a distributed fit), early stopping's split checked, the checkpoint's
+        fingerprint of this fit (:mod:`._assembly`).  Row counts are over every rank's rows."""
+        n_rows = int(group.total(len(dataset)))
+        seed = group.broadcast_object(int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max)))
         self._net_spec_ = self._net_spec(y_model, sample_weight)
         early = self.early_stopping if self.early_stopping != "auto" else n_rows > 10_000
         n_train = n_rows
@@ -189,7 +204,7 @@ class BaseHTLNet(_NetAssembly, _Checks, _Prediction, _State, MultiOutputMixin, R
         fingerprint = None if self.checkpoint_dir is None else self._checkpoint_fingerprint(
             self._net_spec_, dataset, self.feature_encoder_, values, names, seed)
         return self._make_net(self._net_spec_, seed, early=early and not incremental,
-                              checkpoint_settings=fingerprint)
+                              checkpoint_settings=fingerprint, group=group)
 
     def _train(self, net, dataset, keep, incremental):
         """Train ``net`` under the checkpoint folder's lock; returns the TrainingDivergedError of a
@@ -212,23 +227,26 @@ class BaseHTLNet(_NetAssembly, _Checks, _Prediction, _State, MultiOutputMixin, R
                 return exc
         return None
 
-    def _check_and_calibrate(self, dataset, inputs, core, sample_weight, keep, check):
+    def _check_and_calibrate(self, dataset, inputs, core, sample_weight, keep, check, group=SINGLE):
         """The network's output on a seeded sample of training rows serves the retransformation (at
         most _CALIBRATION_ROWS) and, with ``check``, the dead-network check (at most _ALIVE_ROWS
-        when it is alone)."""
+        when it is alone); in a distributed fit, a sample of every rank's rows, the same on each."""
         n_rows, k = len(dataset), self.n_stages_
         calibrate = self.core_transform_.fitted_on_predictions
-        if calibrate or check:
+        if group.active and (calibrate or check):
+            inputs, raw, core, sample_weight, checked = self._distributed_calibration_sample(
+                dataset, inputs, core, sample_weight, group, _CALIBRATION_ROWS if calibrate else _ALIVE_ROWS)
+            rows = np.arange(len(checked))
+        elif calibrate or check:
             rows = self._sample_rows(n_rows, _CALIBRATION_ROWS if calibrate else _ALIVE_ROWS)
             checked = dataset if len(rows) == n_rows else dataset.subset(rows)
             raw = self._forward(checked)
+            core = core[rows]
+            sample_weight = None if sample_weight is None else sample_weight[rows]
         if check:
             self._check_alive(inputs, keep, rows, raw, checked)
         if calibrate:
-            self.core_transform_.fit_retransformation(
-                core[rows], core_mean(raw[:, k:], self.core_loss_),
-                None if sample_weight is None else sample_weight[rows],
-            )
+            self.core_transform_.fit_retransformation(core, core_mean(raw[:, k:], self.core_loss_), sample_weight)
         else:
             self.core_transform_.fit_retransformation(None, None)
 

@@ -119,23 +119,31 @@ class FunnelDataset(torch.utils.data.Dataset):
 
 
 class BatchIterator:
-    """Yields ``(X_dict, y)`` batches by slicing a :class:`FunnelDataset` (no per-row Python)."""
+    """Yields ``(X_dict, y)`` batches by slicing a :class:`FunnelDataset` (no per-row Python).
 
-    def __init__(self, dataset, batch_size, shuffle=False, generator=None):
+    ``n_batches`` (a rank of a distributed fit) splits the rows into exactly that many batches of
+    near-equal size (``torch.tensor_split``) instead of batches of ``batch_size`` rows."""
+
+    def __init__(self, dataset, batch_size, shuffle=False, generator=None, n_batches=None):
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.generator = generator
+        self.n_batches = n_batches
 
     def __len__(self):
-        return -(-len(self.dataset) // self.batch_size)
+        return self.n_batches if self.n_batches is not None else -(-len(self.dataset) // self.batch_size)
 
     def __iter__(self):
         n = len(self.dataset)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        if self.n_batches is not None:
+            for idx in torch.tensor_split(order, self.n_batches):
+                yield self.dataset._slice(idx)
+            return
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
-            idx = order[start:stop] if order is not None else slice(start, stop)
+            idx = order[start:stop] if self.shuffle else slice(start, stop)
             yield self.dataset._slice(idx)
 
 class FunnelValidSplit:

@@ -181,6 +181,16 @@ class HTLNetRegressor(BaseHTLNet):
         None leaves torch's setting (by default, one per core).  Set ``n_threads=1`` when a search
         runs several fits at once (``GridSearchCV(..., n_jobs=2)``) so the processes do not
         oversubscribe the cores.
+    distributed : bool, default=False
+        True: data-parallel training on ``torch.distributed`` (docs/user_guide/distributed.md).
+        Under a launcher (``torchrun``, ``accelerate launch``, Ray Train's TorchTrainer, Spark's
+        TorchDistributor) each process calls ``fit(X, y)`` on its own rows; every training step
+        is one step on the union of the processes' batches (``batch_size`` is that global batch),
+        with the gradient rule applied to the per-task gradients summed over the processes, and
+        the fitted model is the same on every process.  The default process group is used, or
+        initialised from the launcher's environment (gloo on the CPU, NCCL on a GPU); without a
+        launcher the fit is an ordinary one-process fit, so the same script runs anywhere.
+        ``warm_start``, ``partial_fit`` and ``checkpoint_dir`` are refused on several processes.
     verbose : int, default=0
         0 is silent; 1 prints the per-epoch table (the total losses and, with early stopping,
         each task's validation loss; every task's training loss is in ``history_``), in colour
@@ -303,6 +313,7 @@ class HTLNetRegressor(BaseHTLNet):
         "random_state": ["random_state"],
         "device": [str, torch.device],
         "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "distributed": ["boolean"],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
         "checkpoint_dir": [str, os.PathLike, None],
@@ -352,6 +363,7 @@ class HTLNetRegressor(BaseHTLNet):
         random_state=None,
         device="cpu",
         n_threads=None,
+        distributed=False,
         verbose=0,
         warm_start=False,
         checkpoint_dir=None,
@@ -397,6 +409,7 @@ class HTLNetRegressor(BaseHTLNet):
         self.random_state = random_state
         self.device = device
         self.n_threads = n_threads
+        self.distributed = distributed
         self.verbose = verbose
         self.warm_start = warm_start
         self.checkpoint_dir = checkpoint_dir

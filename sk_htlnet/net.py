@@ -16,6 +16,7 @@ from skorch.utils import TeeGenerator, to_tensor
 from torch import nn
 
 from .data import BatchIterator, FunnelDataset
+from .distributed import SINGLE, sum_dense_grads, sum_rows, sum_table_grad
 from .divergence import TrainingDivergedError, find_monitor
 from .logs import log_callbacks
 from .losses import HybridLoss
@@ -65,6 +66,12 @@ class HybridNet(NeuralNet):
         row of :meth:`sk_htlnet.gradient.GradientStrategy.adjust`, whose sum is applied) under
         ``grad_norm_adjusted_<name>`` (the paper's Figure 5).  Forces one backward pass per task even
         for ``gradient_adjustment="none"``.
+    group : sk_htlnet.distributed.Group, optional
+        The processes of a data-parallel fit (:mod:`sk_htlnet.distributed`): each training step is
+        one step on the union of the ranks' batches (the same number of batches on every rank,
+        ``ceil(total training rows / batch_size)``), the initial weights are rank 0's, shuffles,
+        Gumbel noise and dropout are seeded per rank, and each epoch's history holds every rank's
+        batches.  None (or one process): plain training.
     **kwargs
         Passed to :class:`skorch.NeuralNet`.
 
@@ -77,8 +84,9 @@ class HybridNet(NeuralNet):
     """
 
     def __init__(self, module, *args, task_names=("core",), gradient_strategy=None, seed=None,
-                 record_gradient_norms=False, sparse_updates=False, criterion=HybridLoss, **kwargs):
+                 record_gradient_norms=False, sparse_updates=False, criterion=HybridLoss, group=None, **kwargs):
         super().__init__(module, *args, criterion=criterion, **kwargs)
+        self.group = group
         self.sparse_updates = sparse_updates
         self.task_names = task_names
         self.gradient_strategy = gradient_strategy
@@ -111,9 +119,20 @@ class HybridNet(NeuralNet):
             callbacks.append((f"valid_loss_{name}", PassthroughScoring(name=f"valid_loss_{name}")))
         return callbacks
 
+    @property
+    def group_(self):
+        """The fit's :class:`~sk_htlnet.distributed.Group` (the one-process group without one)."""
+        return self.group if self.group is not None else SINGLE
+
     def _seeds(self):
-        rng = np.random.default_rng(self.seed)
-        return [int(s) for s in rng.integers(0, 2**62, size=4)]  # init, shuffle, Gumbel noise, dropout
+        """Seeds of the initialisation (shared by every rank), the shuffle, the Gumbel noise and
+        dropout (rank 0's are those of a one-process fit; the other ranks' are drawn from the seed
+        and the rank)."""
+        seeds = [int(s) for s in np.random.default_rng(self.seed).integers(0, 2**62, size=4)]
+        rank = self.group_.rank
+        if rank:
+            seeds[1:] = [int(s) for s in np.random.default_rng([int(self.seed or 0), rank]).integers(0, 2**62, 3)]
+        return seeds
 
     def initialize_module(self):
         init_seed = self._seeds()[0]
@@ -173,6 +192,11 @@ class HybridNet(NeuralNet):
         cpu = torch.device(self.device).type == "cpu"
         self.dropout_rng_state_ = torch.Generator().manual_seed(dropout_seed).get_state() \
             if has_dropout and cpu else None
+        if self.group_.active:  # every rank starts from rank 0's weights
+            with torch.no_grad():
+                for tensor in list(self.module_.state_dict().values()) + list(self.criterion_.state_dict().values()):
+                    self.group_.broadcast_(tensor)
+        self._n_batches = None
         return self
 
     @contextlib.contextmanager
@@ -250,8 +274,34 @@ class HybridNet(NeuralNet):
     def get_iterator(self, dataset, training=False):
         if isinstance(dataset, FunnelDataset):
             generator = self.shuffle_generator_ if training else None
-            return BatchIterator(dataset, self.batch_size, shuffle=training, generator=generator)
+            n_batches = self._global_batches(len(dataset)) if training and self.group_.active else None
+            return BatchIterator(dataset, self.batch_size, shuffle=training, generator=generator,
+                                 n_batches=n_batches)
         return super().get_iterator(dataset, training=training)
+
+    def _global_batches(self, n_local):
+        """Training batches per epoch on every rank: ``ceil(total rows / batch_size)`` (the batch
+        size is the global batch's); each rank splits its rows into that many near-equal batches."""
+        cached = getattr(self, "_n_batches", None)
+        if cached is None or cached[0] != n_local:
+            sizes = self.group_.all_gather_object(int(n_local))
+            n_batches = -(-sum(sizes) // int(self.batch_size))
+            if min(sizes) < n_batches:
+                raise ValueError(
+                    f"distributed fit: the ranks hold {sizes} training rows, but every rank needs at least one "
+                    f"row in each of the {n_batches} batches of an epoch (total rows / batch_size={self.batch_size}); "
+                    "give each rank a comparable share of the rows or use a larger batch_size")
+            cached = self._n_batches = (n_local, n_batches)
+        return cached[1]
+
+    def on_epoch_end(self, net, **kwargs):
+        """With several ranks, every rank's batch records of the epoch are put in each rank's
+        history before the epoch's scores (train and validation losses, early stopping, the
+        divergence check) are computed, so that they are the losses over all ranks' rows."""
+        super().on_epoch_end(net, **kwargs)
+        if self.group_.active:
+            row = self.history[-1]
+            row["batches"] = [b for part in self.group_.all_gather_object(row["batches"]) for b in part]
 
     # ---- forward and losses ---------------------------------------------------------------------
     def infer(self, x, **fit_params):
@@ -305,11 +355,33 @@ class HybridNet(NeuralNet):
         if not per_task or shared is None:
             y_pred = self.infer(Xi, **fit_params)
             task_losses = self.get_task_losses(y_pred, yi, Xi)
-            self.criterion_.objective(task_losses).sum().backward()
+            objective = self.criterion_.objective(task_losses)
+            if self.group_.active:
+                objective = objective * self._loss_shares(Xi, yi)
+            objective.sum().backward()
+            self._sum_gradients(shared=None)
         else:
             y_pred, task_losses = self._adjusted_backward(Xi, yi, strategy)
         self._check_finite(task_losses)
         return {"loss": self._record("train", task_losses), "y_pred": y_pred}
+
+    def _loss_shares(self, Xi, yi):
+        """This rank's share of each task's global-batch loss (:meth:`Group.loss_shares`)."""
+        weight = to_tensor(Xi["sample_weight"], device=self.device) if "sample_weight" in Xi else None
+        return self.group_.loss_shares(to_tensor(yi, device=self.device), weight)
+
+    def _sum_gradients(self, shared):
+        """Sum every gradient over the ranks but the ``shared`` embedding's (summed before the rule):
+        embedding tables on the rows the ranks touch, the rest with one dense all-reduce."""
+        group = self.group_
+        if not group.active:
+            return
+        skip = set() if shared is None else {id(p) for p in shared.parameters()}
+        tables = [emb for emb in self._tables() if id(emb.table) not in skip]
+        skip |= {id(emb.table) for emb in tables}
+        for emb in tables:
+            sum_table_grad(group, emb.table, sparse=emb.sparse)
+        sum_dense_grads(group, [p for _, p in self.get_all_learnable_params() if id(p) not in skip])
 
     def _check_finite(self, task_losses):
         """Raise :class:`TrainingDivergedError` when a task's batch loss is NaN or infinite; with a
@@ -317,6 +389,8 @@ class HybridNet(NeuralNet):
         adds one) the best weights kept so far are put back first.  Finite blow-ups are the
         monitor's check, at the end of each epoch."""
         finite = torch.isfinite(task_losses.detach())
+        if self.group_.active:  # every rank stops at the same step
+            finite = ~self.group_.any_(~finite)
         if not bool(finite.all()):
             bad = [name for name, ok in zip(self.task_names, finite.tolist()) if not ok]
             epoch = len(self.history)
@@ -350,12 +424,18 @@ class HybridNet(NeuralNet):
             task_losses = self.get_task_losses(y_pred, yi, Xi)
             weighted = self.criterion_.objective(task_losses)
         n_tasks = len(weighted)
+        if self.group_.active:
+            shares = self._loss_shares(Xi, yi)
+            weighted = [term * shares[t] for t, term in enumerate(weighted)]
         grads = []
         for t in range(n_tasks):
             e.grad = None
             weighted[t].backward(retain_graph=t < n_tasks - 1)
             grads.append(e.grad if e.grad is not None else torch.zeros_like(e))
         rows, task_grads = module.embedding.sparse_grad(torch.stack(grads), **x)
+        if self.group_.active:  # the rule on the global batch: the task gradients summed first
+            rows, task_grads = sum_rows(self.group_, rows, task_grads, module.embedding.embedding_dim)
+            self._sum_gradients(shared=module.embedding)
         adjusted = _adjust_scaled(strategy, task_grads)
         if self.record_gradient_norms:
             for name, before, after in zip(self.task_names, task_grads.norm(dim=1).tolist(),

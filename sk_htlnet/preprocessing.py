@@ -326,6 +326,38 @@ class FeatureEncoder:
         self._num_cols = [c for c, m in zip(columns, mask) if not m]
         return self
 
+    def set_vocabularies(self, per_shard):
+        """Replace the fitted vocabularies by the union of several shards' (a distributed fit).
+
+        Parameters
+        ----------
+        per_shard : sequence of lists of pandas.Index
+            Each shard's ``vocabularies_`` (one Index per categorical column, as this encoder's),
+            in shard order; the union keeps the first shard's values first, each in order of first
+            appearance.
+
+        Returns
+        -------
+        self : FeatureEncoder
+
+        Raises
+        ------
+        ValueError
+            If a shard has another number of categorical columns.
+        """
+        n = len(self.vocabularies_)
+        if any(len(v) != n for v in per_shard):
+            raise ValueError(f"set_vocabularies: every shard needs {n} vocabularies, got {[len(v) for v in per_shard]}")
+        union = []
+        for j in range(n):
+            merged = per_shard[0][j] if per_shard else self.vocabularies_[j]
+            for other in per_shard[1:]:
+                merged = merged.append(other[j].difference(merged, sort=False))
+            union.append(merged)
+        self.vocabularies_ = union
+        self.cardinalities_ = _table_rows(union)
+        return self
+
     @property
     def columns_(self):
         """The column labels seen in ``fit``, in order (list; ints 0..p-1 for an array)."""

@@ -165,6 +165,12 @@ class DivergenceMonitor(Callback):
         self._candidate = None
 
     def on_epoch_end(self, net, **kwargs):
+        group = getattr(net, "group_", None)
+        if group is not None and group.active:  # a distributed fit: the reference over every rank's batches
+            parts = group.all_gather_object((self._sums, self._rows))
+            sums = [p for p, _ in parts if p is not None]
+            self._sums = np.sum(sums, axis=0) if sums else None
+            self._rows = sum(r for _, r in parts)
         row = net.history[-1]
         reference, floor = self._epoch_reference(net)
         if reference is not None:
