@@ -15,7 +15,7 @@ from _helpers import batch  # noqa: E402
 
 from sk_htlnet import HTLNetRegressor  # noqa: E402
 from sk_htlnet.datasets import make_funnel  # noqa: E402
-from sk_htlnet.distributed import Group, join  # noqa: E402
+from sk_htlnet.distributed import join  # noqa: E402
 from sk_htlnet.modules.label_embedding import LabelEmbedding  # noqa: E402
 
 SMALL = dict(embedding_dim=4, tower_units=(16, 8), label_embedding_dim=4, fusion_dim=8, n_threads=1)
