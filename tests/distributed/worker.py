@@ -130,4 +130,5 @@ if __name__ == "__main__":
     rank = dist.get_rank() if dist.is_initialized() else 0
     (folder / f"{mode}_{rank}.json").write_text(json.dumps(result, default=float))
     if dist.is_initialized():
+        dist.barrier()  # neither rank tears gloo down while the other still uses it
         dist.destroy_process_group()
