@@ -114,8 +114,7 @@ class BaseHTLNet(_NetAssembly, _DistributedFit, _Checks, _Prediction, _State, Mu
         else:  # fitted on the ranks' reference sample, applied to this rank's rows
             spec_y, spec_weight = self._fit_core_transform(reference["values"], names, reference["weight"], keep), \
                 reference["weight"]
-            y_model = values.copy()
-            y_model[:, -1] = self.core_transform_.forward(values[:, -1])
+            y_model = self._on_loss_scale(values)
         dataset = FunnelDataset(
             inputs["cat"], inputs["num"], inputs["num_missing"], y_model.astype(np.float32), sample_weight
         )
@@ -176,8 +175,13 @@ class BaseHTLNet(_NetAssembly, _DistributedFit, _Checks, _Prediction, _State, Mu
         else:  # a later chunk: the same checks of the core against the loss; widen the clipping range
             self._resolve_target_transform(values[:, k], names[k])
             self.core_transform_.update(values[:, k])
+        return self._on_loss_scale(values)
+
+    def _on_loss_scale(self, values):
+        """The targets, float64 (n, k + 1), with the core put on the scale the loss sees by the
+        fitted ``core_transform_``."""
         y_model = values.copy()
-        y_model[:, k] = self.core_transform_.forward(values[:, k])  # the scale the loss sees
+        y_model[:, -1] = self.core_transform_.forward(values[:, -1])
         return y_model
 
     def _build_net(self, dataset, y_model, values, names, sample_weight, incremental, group=SINGLE):

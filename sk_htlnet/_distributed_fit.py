@@ -69,7 +69,7 @@ class _DistributedFit:
         sample_weight = self._distributed_weights(sample_weight, X, values, names, group)
         seed = group.broadcast_object(int(check_random_state(self.random_state).randint(2**31)))
         frame = X.reset_index(drop=True) if hasattr(X, "reset_index") else X
-        reference, _ = group.reference({"X": frame, "values": values, "weight": sample_weight}, REFERENCE_ROWS,
+        reference = group.reference({"X": frame, "values": values, "weight": sample_weight}, REFERENCE_ROWS,
                                        seed, _witnesses(values))
         # every class check, on the ranks' rows
         check_targets(pd.DataFrame(reference["values"], columns=names), len(reference["values"]))
@@ -78,14 +78,13 @@ class _DistributedFit:
 
     def _distributed_encoder(self, X, reference_X, group):
         """A FeatureEncoder fitted on the reference sample, with the union of the ranks' vocabularies."""
-        local = FeatureEncoder(self.categorical_features, self.numeric_encoding, self.n_bins)
-        local.fit_transform(X)
-        parts = group.all_gather_object((local.categorical_mask_.tolist(), local.vocabularies_))
+        encoder = FeatureEncoder(self.categorical_features, self.numeric_encoding, self.n_bins)
+        mask, vocabularies = encoder.shard_vocabularies(X)
+        parts = group.all_gather_object((mask.tolist(), vocabularies))
         masks = [mask for mask, _ in parts]
         if any(mask != masks[0] for mask in masks):
             raise ValueError("distributed fit: the ranks' X differ in which columns are categorical "
                              f"({masks}); give every rank the same columns with the same dtypes")
-        encoder = FeatureEncoder(self.categorical_features, self.numeric_encoding, self.n_bins)
         encoder.fit_transform(reference_X)
         encoder.set_vocabularies([vocabs for _, vocabs in parts])
         return encoder

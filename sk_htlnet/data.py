@@ -136,14 +136,14 @@ class BatchIterator:
 
     def __iter__(self):
         n = len(self.dataset)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
         if self.n_batches is not None:
-            for idx in torch.tensor_split(order, self.n_batches):
+            for idx in torch.tensor_split(order if order is not None else torch.arange(n), self.n_batches):
                 yield self.dataset._slice(idx)
             return
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
-            idx = order[start:stop] if self.shuffle else slice(start, stop)
+            idx = order[start:stop] if order is not None else slice(start, stop)
             yield self.dataset._slice(idx)
 
 class FunnelValidSplit:

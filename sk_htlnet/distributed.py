@@ -106,8 +106,7 @@ class Group:
     def loss_shares(self, y, weight=None):
         """Per-task factors ``c_t = max(D_t^r, 1) / max(D_t, 1)`` (float32 (k + 1,), on ``y``'s
         device) that turn this rank's mean task losses into its part of the global batch's mean
-        (:meth:`sk_htlnet.losses.HybridLoss.task_loss` divides by ``max(D, 1)``), and whether any
-        rank's loss of each task is non-finite.
+        (:meth:`sk_htlnet.losses.HybridLoss.task_loss` divides by ``max(D, 1)``).
 
         Parameters
         ----------
@@ -148,13 +147,12 @@ class Group:
 
         Returns
         -------
-        dict of str to DataFrame or ndarray, and the total row count over the ranks (int)
+        dict of str to DataFrame or ndarray
         """
-        n_local = len(next(v for v in frames.values() if v is not None))
-        sizes = self.all_gather_object(n_local)
-        n_total = int(sum(sizes))
         if not self.active:
-            return frames, n_total
+            return frames
+        n_local = len(next(v for v in frames.values() if v is not None))
+        n_total = int(self.total(n_local))
         rows = np.arange(n_local)
         if n_total > cap:
             quota = int(np.ceil(cap * n_local / n_total))
@@ -164,7 +162,7 @@ class Group:
         mine = {key: None if value is None else _take(value, rows) for key, value in frames.items()}
         gathered = self.all_gather_object(mine)
         return {key: None if value is None else _concat([part[key] for part in gathered], value)
-                for key, value in frames.items()}, n_total
+                for key, value in frames.items()}
 
 
 def _take(value, rows):

@@ -259,11 +259,10 @@ class FeatureEncoder:
         """Learn vocabularies and scalers from X and encode it."""
         frame, is_frame = self._as_frame(X)
         self._columns = list(frame.columns)
-        self.categorical_mask_ = self._resolve_mask(frame, is_frame)
+        self.categorical_mask_, self.vocabularies_ = self._mask_and_vocabularies(frame, is_frame)
         cols = list(frame.columns)
         self._cat_cols = [c for c, m in zip(cols, self.categorical_mask_) if m]
         self._num_cols = [c for c, m in zip(cols, self.categorical_mask_) if not m]
-        self.vocabularies_ = [_hashable(c, _vocabulary, frame[c]) for c in self._cat_cols]
         self.cardinalities_ = _table_rows(self.vocabularies_)
         values = self._numeric_values(frame, self._num_cols)
         m = values.shape[1]
@@ -325,6 +324,17 @@ class FeatureEncoder:
         self._cat_cols = [c for c, m in zip(columns, mask) if m]
         self._num_cols = [c for c, m in zip(columns, mask) if not m]
         return self
+
+    def _mask_and_vocabularies(self, frame, is_frame):
+        """(categorical mask, one vocabulary per categorical column) of a frame, as ``fit_transform`` learns them."""
+        mask = self._resolve_mask(frame, is_frame)
+        return mask, [_hashable(c, _vocabulary, frame[c]) for c, m in zip(frame.columns, mask) if m]
+
+    def shard_vocabularies(self, X):
+        """What ``fit_transform`` would learn of X's categories, without fitting or encoding: the
+        categorical mask (ndarray of bool (n_features,)) and one vocabulary (pandas.Index) per
+        categorical column; a distributed fit merges the shards' with :meth:`set_vocabularies`."""
+        return self._mask_and_vocabularies(*self._as_frame(X))
 
     def set_vocabularies(self, per_shard):
         """Replace the fitted vocabularies by the union of several shards' (a distributed fit).
