@@ -88,3 +88,16 @@ def test_compare_paper_regime_quick_mode(tmp_path):
     assert set(norms["panel"]) == {"with the rule, before adjustment", "with the rule, after adjustment",
                                    "without (plain sum)"}
     assert (norms["mean_norm"] > 0).all()
+
+
+def test_distributed_speed_quick_mode(tmp_path):
+    """One torchrun launch per process count, each rank fitting its shard; the ratios are relative
+    to the 1-process launch."""
+    bench = _load("distributed_speed")
+    table = bench.main(["--quick", "--out", str(tmp_path)])
+    assert list(table["processes"]) == [1, 2]
+    assert (table[["epoch_rows_per_s", "fit_rows_per_s"]] > 0).all().all()
+    assert table.loc[0, "epoch_speedup"] == 1.0 and table.loc[1, "epoch_speedup"] > 0
+    md = (tmp_path / "distributed_speed_quick.md").read_text()
+    assert "4,000 rows" in md and md.count("\n|") == 4  # header, rule and one line per process count
+    assert not (tmp_path / "distributed_speed.md").exists()
