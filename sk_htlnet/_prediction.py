@@ -28,6 +28,12 @@ class _Prediction:
         out = self.net_.forward_at_initialisation(dataset) if initial else self.net_.forward(dataset, training=False)
         return out.detach().cpu().numpy().astype(np.float64)
 
+    @property
+    def predict_ndim_(self):
+        """1 when ``fit`` was given a 1-D y (``predict`` returns (n_samples,)), else 2 (int)."""
+        check_is_fitted(self, "net_")
+        return 1 if self._y_1d else 2
+
     def make_dataset(self, X, y=None, sample_weight=None):
         """The :class:`sk_htlnet.data.FunnelDataset` the fitted network reads.
 
