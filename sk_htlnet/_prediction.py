@@ -3,12 +3,14 @@ conditional mean in its units (``predict``, ``predict_frame``), ``score``, and t
 fitted network reads (``make_dataset``): a mixin of :class:`sk_htlnet._base.BaseHTLNet`."""
 
 import numpy as np
+import torch
 import pandas as pd
 from sklearn.metrics import r2_score
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from .core_losses import core_mean
+from .core_losses import core_mean, ziln_parameters
 from .data import FunnelDataset
+from .distribution import ZeroInflatedLognormal, check_quantiles
 from .targets import check_targets
 
 
@@ -114,6 +116,75 @@ class _Prediction:
                 "training range"
             )
         return pred[:, 0] if self._y_1d else pred
+
+    def predict_distribution(self, X):
+        """The core target's predictive distribution per row (``core_loss="ziln"`` only).
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Same columns (names and order) as in ``fit``.
+
+        Returns
+        -------
+        sk_htlnet.distribution.ZeroInflatedLognormal
+            n_samples distributions of the core target in its units: an atom at 0 of mass
+            ``1 - p`` and a lognormal of parameters ``mu``, ``sigma`` in units of the training
+            mean (Wang et al., 2019, eq. 2-4), with ``quantile``, ``cdf`` and ``mean``.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If called before ``fit``.
+        ValueError
+            If the core loss is not "ziln": "mse" estimates the conditional mean only, and
+            "tweedie" the mean of a compound Poisson-gamma law whose dispersion is not fitted;
+            neither has a distribution to give.  Or if X's columns differ from those seen in ``fit``.
+
+        Notes
+        -----
+        The distribution is the head's as trained.  With ``retransformation="isotonic"`` (the
+        default) ``predict``'s core column is an isotonic recalibration of its mean, which the
+        quantiles do not share: the quantiles are calibrated (or not) as the head is, and the
+        recalibrated mean is not the mean of these quantiles.
+        """
+        check_is_fitted(self, "net_")
+        if self.core_loss_ != "ziln":
+            raise ValueError(
+                f"predict_distribution and predict_quantiles need core_loss='ziln' (a zero-inflated "
+                f"lognormal of the core target); this model was fitted with core_loss={self.core_loss_!r}, "
+                "which estimates the conditional mean only. Refit with core_loss='ziln'.")
+        inputs = self.feature_encoder_.transform(self._validate_X(X, reset=False))
+        dataset = FunnelDataset(inputs["cat"], inputs["num"], inputs["num_missing"])
+        with self._threads():
+            raw = self._forward(dataset)
+        logit, mu, sigma = (t.numpy() for t in ziln_parameters(torch.as_tensor(raw[:, self.n_stages_:])))
+        return ZeroInflatedLognormal(1.0 / (1.0 + np.exp(-logit)), mu, sigma, self.core_transform_.std)
+
+    def predict_quantiles(self, X, quantiles):
+        """Quantiles of the core target per row, in its units (``core_loss="ziln"`` only).
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+        quantiles : float or array-like of shape (n_quantiles,)
+            Levels in (0, 1).
+
+        Returns
+        -------
+        ndarray of float64, shape (n_samples, n_quantiles)
+            ``inf {y : F(y) >= tau}`` of the zero-inflated lognormal of each row: 0 where
+            ``tau <= P(y = 0)``, else ``m exp(mu + sigma Phi^-1((tau - P(y = 0)) / P(y > 0)))``
+            with ``m`` the training mean of the core target (:meth:`predict_distribution`).
+
+        Raises
+        ------
+        ValueError
+            If a level is outside (0, 1), or the core loss is not "ziln" (see
+            :meth:`predict_distribution`).
+        """
+        tau = check_quantiles(quantiles)
+        return self.predict_distribution(X).quantile(tau)
 
     def predict_frame(self, X):
         """Predict every head as a DataFrame named after the targets.
