@@ -84,49 +84,59 @@ def _vocabulary_strings(column, vocabulary):
 def onnx_inputs(estimator, X):
     """The inputs of the graph of :func:`to_onnx` for the rows of X.
 
+    Each categorical value is looked up as ``predict`` looks it up (so ``1`` and ``1.0`` match
+    the same training category, as they do in ``predict``) and passed as that category's string;
+    a value ``predict`` treats as unseen is passed as a string the graph does not know.
+
     Parameters
     ----------
     estimator : HTLNetRegressor
         Fitted (the graph's estimator).
     X : DataFrame or array-like of shape (n_samples, n_features)
-        The columns seen in ``fit``, in order (a DataFrame's names are checked).
+        The columns seen in ``fit``, checked as ``predict`` checks them.
 
     Returns
     -------
     dict of str to ndarray of shape (n_samples,)
-        One entry per column, named by :func:`input_names`: ``str(value)`` (numpy object array of
-        str) for a categorical column, the empty string for a missing value; float64 for a numeric
-        column, NaN for a missing value.
+        One entry per column, named by :func:`input_names`: a numpy object array of str for a
+        categorical column (the empty string for a missing value), float64 for a numeric column
+        (NaN for a missing value).
 
     Raises
     ------
     ValueError
-        If X does not have the fitted columns, or a numeric column holds non-numbers.
+        If X does not have the fitted columns (the message of ``predict``), or a numeric column
+        holds non-numbers.
     """
     encoder, columns, mask = _fitted(estimator)
     names = input_names(estimator)
-    if isinstance(X, pd.DataFrame):
-        if [str(c) for c in X.columns] != names:
-            raise ValueError(f"X's columns {list(X.columns)} are not the fitted columns {columns}")
-        frame = X
-    else:
-        values = np.asarray(X, dtype=object)
-        if values.ndim != 2 or values.shape[1] != len(columns):
-            raise ValueError(f"X must have shape (n_samples, {len(columns)}), got {values.shape}")
-        frame = pd.DataFrame(values, columns=columns)
-    out = {}
-    for name, column, is_cat in zip(names, frame.columns, mask):
-        col = frame[column]
+    ids = estimator.make_dataset(X).cat.numpy()  # X checked, and categories looked up, as predict does
+    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X, dtype=object), columns=columns)
+    vocabularies = iter(encoder.vocabularies_)
+    out, j = {}, 0
+    for name, position, is_cat in zip(names, range(len(columns)), mask):
         if is_cat:
-            missing = pd.isna(col).to_numpy()
-            out[name] = np.array([MISSING_STRING if m else str(v) for v, m in zip(col.to_numpy(), missing)],
-                                 dtype=object)
+            strings = _vocabulary_strings(columns[position], next(vocabularies))
+            unseen = _unseen_string(strings)
+            table = np.empty(len(strings) + 2, dtype=object)  # indexed by the encoder's ids
+            table[OOV_ID], table[MISSING_ID], table[2:] = unseen, MISSING_STRING, strings
+            out[name] = table[ids[:, j]]
+            j += 1
         else:
+            col = frame.iloc[:, position]
             try:
                 out[name] = pd.to_numeric(col, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
             except (ValueError, TypeError) as exc:
-                raise ValueError(f"numeric column {column!r} holds non-numeric values") from exc
+                raise ValueError(f"numeric column {columns[position]!r} holds non-numeric values") from exc
     return out
+
+
+def _unseen_string(strings):
+    """A string that is no training category's (the graph maps it to the out-of-vocabulary id)."""
+    known, unseen = set(strings), "\x00unseen"
+    while unseen in known:
+        unseen += "\x00"
+    return unseen
 
 
 @contextlib.contextmanager
