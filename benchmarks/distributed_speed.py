@@ -19,7 +19,7 @@ Two rates, from the slowest rank:
     python benchmarks/distributed_speed.py --quick             # 4,000 rows, a smoke run
 
 Writes ``--out``/distributed_speed.csv and .md (``distributed_speed_cuda.*`` on a GPU,
-``*_quick.*`` with ``--quick``) and prints
+``*_batch<N>.*`` with a ``--batch-size`` other than 4,096, ``*_quick.*`` with ``--quick``) and prints
 the table.  On a machine with fewer cores than processes the ratio measures contention, not scaling.
 """
 
@@ -56,7 +56,8 @@ def worker(args):
     X, Y = make_funnel(args.rows, **FUNNEL)
     X, Y = X.iloc[rank::world], Y.iloc[rank::world]
     device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if args.device == "cuda" else "cpu"
-    est = HTLNetRegressor(distributed=True, max_iter=args.epochs, early_stopping=False, device=device, **SIZES)
+    est = HTLNetRegressor(distributed=True, max_iter=args.epochs, early_stopping=False, device=device,
+                          **dict(SIZES, batch_size=args.batch_size))
     start = time.perf_counter()
     est.fit(X, Y)
     fit_s = time.perf_counter() - start
@@ -73,7 +74,7 @@ def launch(nproc, args, folder):
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            __file__, "--worker", str(out), "--rows", str(args.rows), "--epochs", str(args.epochs),
-           "--device", args.device]
+           "--device", args.device, "--batch-size", str(args.batch_size)]
     subprocess.run(cmd, check=True, env=env)
     return [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
 
@@ -87,6 +88,7 @@ def measure(args):
             epoch_s = float(np.median(np.max([r["epoch_s"] for r in ranks], axis=0)))
             fit_s = max(r["fit_s"] for r in ranks)
             rows.append(dict(device=args.device, processes=nproc, rows=args.rows, epochs=args.epochs,
+                             batch_size=args.batch_size,
                              epoch_s=epoch_s, fit_s=fit_s, epoch_rows_per_s=args.rows / epoch_s,
                              fit_rows_per_s=args.rows * args.epochs / fit_s))
     table = pd.DataFrame(rows)
@@ -102,6 +104,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--batch-size", type=int, default=SIZES["batch_size"],
+                        help="the global batch (split over the processes)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--quick", action="store_true", help="4,000 rows, 2 epochs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -112,12 +116,15 @@ def main(argv=None):
         args.rows, args.epochs = 4_000, 2
     table = measure(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "distributed_speed" + ("_cuda" if args.device == "cuda" else "") + ("_quick" if args.quick else "")
+    stem = ("distributed_speed" + ("_cuda" if args.device == "cuda" else "")
+            + ("" if args.batch_size == SIZES["batch_size"] else f"_batch{args.batch_size}")
+            + ("_quick" if args.quick else ""))
     table.to_csv(args.out / f"{stem}.csv", index=False)
     shown = table.assign(processes=table["processes"].astype(str))[["processes", "epoch_rows_per_s", "epoch_speedup", "fit_rows_per_s", "fit_speedup"]]
     text = shown.to_markdown(index=False, floatfmt=("d", ".0f", ".2f", ".0f", ".2f"))
     (args.out / f"{stem}.md").write_text(
-        f"{args.rows:,} rows of make_funnel, {args.epochs} epochs, device {args.device}, one thread "
+        f"{args.rows:,} rows of make_funnel, {args.epochs} epochs, global batch {args.batch_size:,}, "
+        f"device {args.device}, one thread "
         f"per process, {os.cpu_count()} cores\n\n{text}\n")
     print(text)
     return table

@@ -110,10 +110,11 @@ def quantile_coverage(y_true, distribution, quantiles):
     """Share of targets below each predicted quantile, the atom at zero counted by its mass.
 
     For a positive target the row counts ``1[y <= q_tau]``; for a zero target it counts the share
-    of the atom's mass below ``tau``, ``min(1, tau / (1 - p))``: the expectation of the randomised
-    probability integral transform ``U F(0)`` being at most ``tau`` (Czado, Gneiting and Held, 2009,
-    for count data).  Well-calibrated quantiles give ``tau`` at every level; counting ``y <= q``
-    at zero instead would report ``1 - p`` or more at every level below the atom's mass.
+    of the atom's mass below ``tau``, ``min(1, tau / F(0))`` with ``F(0)`` the atom's mass
+    (``zero_mass``): the expectation of the randomised probability integral transform ``U F(0)``
+    being at most ``tau`` (Czado, Gneiting and Held, 2009, for count data).  Well-calibrated
+    quantiles give ``tau`` at every level; counting ``y <= q`` at zero instead would report
+    ``F(0)`` or more at every level below the atom's mass.
 
     Parameters
     ----------

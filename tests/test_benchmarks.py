@@ -101,3 +101,27 @@ def test_distributed_speed_quick_mode(tmp_path):
     md = (tmp_path / "distributed_speed_quick.md").read_text()
     assert "4,000 rows" in md and md.count("\n|") == 4  # header, rule and one line per process count
     assert not (tmp_path / "distributed_speed.md").exists()
+
+
+def test_serving_quick_mode(tmp_path):
+    pytest.importorskip("onnxruntime")
+    serving = _load("serving")
+    table = serving.main(["--quick", "--out", str(tmp_path)])
+    assert len(table) == 3 and (table["calls"] == 200).all()
+    assert (table[["p50_ms", "p99_ms", "batch_rows_per_s"]] > 0).all().all()
+    assert (table["p99_ms"] >= table["p50_ms"]).all()
+    md = (tmp_path / "serving_quick.md").read_text()
+    assert "onnxruntime run (ready inputs)" in md and "largest relative difference" in md
+
+
+def test_quantile_calibration_quick_mode(tmp_path):
+    pytest.importorskip("matplotlib")
+    bench = _load("quantile_calibration")
+    results = bench.main(["--quick", "--out", str(tmp_path)])
+    assert list(results["tau"]) == bench.LEVELS and set(results["dataset"]) == {"hillstrom"}
+    assert results["coverage"].between(0, 1).all() and results["coverage"].is_monotonic_increasing
+    # 3,000 rows is below 10 x MIN_TEST_ROWS: every row is held out once (10-fold, out of fold)
+    assert (results["test_rows"] == 3000).all() and (results["split"] == "random, 10-fold out-of-fold").all()
+    assert (results["sampling_half_width"] > 0).all()
+    assert "| hillstrom (random, 10-fold out-of-fold) | 3,000 |" in (tmp_path / "quantile_calibration_quick.md").read_text()
+    assert (tmp_path / "quantile_calibration_quick.png").stat().st_size > 10_000

@@ -128,3 +128,19 @@ def test_docs_build_without_warnings(tmp_path):
     for example in examples:
         page = (out / "auto_examples" / f"{example.stem}.html").read_text()
         assert f"sphx_glr_{example.stem}_001.png" in page, f"{example.name} drew no figure"
+
+
+def test_serving_page_snippets_run(tmp_path, monkeypatch):
+    """The Python blocks of docs/user_guide/serving.md run as written, in order, in one namespace
+    (the second uses the first's model), in a temporary folder (the first writes funnel.onnx)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    blocks = re.findall(r"^```python\n(.*?)^```", (DOCS / "user_guide" / "serving.md").read_text(),
+                        flags=re.M | re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, "serving.md", "exec"), namespace)
+    assert (tmp_path / "funnel.onnx").stat().st_size > 0
+    assert namespace["q"].shape == (3, 3) and namespace["coverage"].shape == (3,)

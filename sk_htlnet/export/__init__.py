@@ -1,4 +1,4 @@
-"""Export a fitted :class:`~sk_htlnet.HTLNetRegressor` as one ONNX graph (issue 19; docs/serving.md).
+"""Export a fitted :class:`~sk_htlnet.HTLNetRegressor` as one ONNX graph (issue 19; docs/user_guide/serving.md).
 
 :func:`to_onnx` writes a graph whose inputs are the raw feature columns and whose output is what
 ``predict`` returns; :func:`onnx_inputs` turns a DataFrame into the inputs the graph takes, for

@@ -205,7 +205,7 @@ def to_onnx(estimator, path, *, opset=18):
     each training category; the empty string is a missing value unless it was a training
     category), ``tensor(double)`` for a numeric one (NaN = missing).  Output ``"predictions"``:
     ``tensor(double)`` (n, k + 1), stage probabilities then the core target's conditional mean
-    in its units (n,) when the estimator was fitted on a 1-D y), as ``predict`` returns them.
+    in its units ((n,) when the estimator was fitted on a 1-D y), as ``predict`` returns them.
     Unlike ``predict``, the graph cannot raise: a non-finite prediction (inputs far outside the
     training range) is returned as is.  :func:`onnx_inputs` builds the inputs from a DataFrame.
 
