@@ -20,8 +20,12 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) examples/hillstrom_funnel.py
 
+# The suite in TEST_WORKERS processes (pytest-xdist): 2 halves its time on the 2-core CI machine;
+# `make test TEST_WORKERS=0` runs it in this process alone.
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # The tests that need a database server (tests/test_tuning_postgres.py), beside a throwaway
 # PostgreSQL server on the loopback (.ci/with-postgres: started, then stopped and removed at exit).
