@@ -5,13 +5,18 @@ is one step on the *global* batch, the union of the ranks' local batches:
 
 - each rank weights its per-task losses by its share of the task's observed labels in the global
   batch (``c_t = max(D_t^r, 1) / max(D_t, 1)``, ``D`` the summed row weights of the observed labels:
-  the global task loss is the weighted mean over all ranks' rows, :meth:`Group.loss_shares`);
+  the global task loss is the weighted mean over all ranks' rows, :meth:`Group.step_totals`);
 - the per-task gradients on the shared embedding are summed across ranks *before* the gradient rule
   combines them (HTLNet §4 on the global batch: the rule is nonlinear, so combining first and
   averaging afterwards would not be the rule), on the union of the table rows the ranks' batches
-  touch (:func:`sum_rows`: a row-wise all-gather of the row ids, then a dense all-reduce of those
-  rows only, so NCCL, which cannot all-reduce sparse tensors, works as gloo does);
-- every other gradient is summed with one dense all-reduce (:func:`sum_dense_grads`).
+  touch (:func:`gather_rows`, a row-wise all-gather of the row ids, and :func:`align_rows`, so that
+  a dense all-reduce of those rows only sums them and NCCL, which cannot all-reduce sparse tensors,
+  works as gloo does);
+- every other gradient, and the count of non-finite losses, is summed in the same dense all-reduce
+  (:func:`sum_dense_grads` with ``extra``).
+
+A step thus calls three collectives: one all-gather of the label counts and of a bound on the rows
+(:meth:`Group.step_totals`), one of the row ids, one all-reduce.
 
 The ranks then take the same optimiser step on the same gradient, so their parameters stay equal
 (they start equal: rank 0's initialisation is broadcast).  No ``DistributedDataParallel``: it
@@ -30,7 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["Group", "join", "sum_dense_grads", "sum_rows", "sum_table_grad"]
+__all__ = ["Group", "align_rows", "gather_rows", "join", "set_table_grad", "sum_dense_grads", "sum_rows",
+           "sum_table_grad", "table_grad_rows"]
 
 
 class Group:
@@ -103,31 +109,50 @@ class Group:
         return float(sum(self.all_gather_object(float(value))))
 
     # ---- what a fit needs -----------------------------------------------------------------------
-    def loss_shares(self, y, weight=None):
-        """Per-task factors ``c_t = max(D_t^r, 1) / max(D_t, 1)`` (float32 (k + 1,), on ``y``'s
-        device) that turn this rank's mean task losses into its part of the global batch's mean
-        (:meth:`sk_htlnet.losses.HybridLoss.task_loss` divides by ``max(D, 1)``).
+    def step_totals(self, y, weight=None, lookups=0):
+        """What a training step must know of the global batch before its backward pass, in one
+        all-gather: this rank's share of each task's loss and a bound, equal on every rank, on the
+        table rows any rank's batch touches.
+
+        The shares are ``c_t = max(D_t^r, 1) / max(D_t, 1)``, which turn this rank's mean task
+        losses into its part of the global batch's mean (:meth:`sk_htlnet.losses.HybridLoss.task_loss`
+        divides by ``max(D, 1)``; ``D`` the summed row weights of the observed labels).
 
         Parameters
         ----------
         y : Tensor (batch, k + 1)
             The local batch's labels, NaN for missing.
         weight : Tensor (batch,), optional
+        lookups : int
+            This rank's table look-ups in the batch (rows times categorical fields), an upper bound
+            on the distinct rows it touches.
 
         Returns
         -------
-        shares : Tensor (k + 1,)
+        shares : Tensor (k + 1,), float32, on ``y``'s device
+        longest : int
+            The largest ``lookups`` over the ranks (:func:`gather_rows`' padding).
         """
         observed = (~torch.isnan(y)).to(torch.float32)
         if weight is not None:
             observed = observed * weight.unsqueeze(1)
         local = observed.sum(0)
-        total = self.sum_(local.clone())
-        return local.clamp_min(1.0) / total.clamp_min(1.0)
+        if not self.active:
+            return local.clamp_min(1.0) / local.clamp_min(1.0), int(lookups)
+        import torch.distributed as dist
 
-    def any_(self, flags):
-        """Element-wise OR over the ranks of a bool tensor (returned as a new bool tensor)."""
-        return self.sum_(flags.to(torch.float32).clone()) > 0
+        # float64: the look-up count and integer weight sums are exact up to 2**53
+        mine = torch.cat([local.to(torch.float64), torch.tensor([float(lookups)], dtype=torch.float64,
+                                                                device=local.device)])
+        parts = [torch.empty_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(parts, mine)
+        every = torch.stack(parts)
+        total = every[:, :-1].sum(0).to(torch.float32)
+        return local.clamp_min(1.0) / total.clamp_min(1.0), int(every[:, -1].max().item())
+
+    def loss_shares(self, y, weight=None):
+        """The shares of :meth:`step_totals` alone (float32 (k + 1,), on ``y``'s device)."""
+        return self.step_totals(y, weight)[0]
 
     def reference(self, frames, cap, seed, witnesses=()):
         """The same sample of the ranks' rows on every rank, for what a fit learns from its data.
@@ -225,34 +250,63 @@ def join(device="cpu"):
     return Group(dist.get_rank(), dist.get_world_size(), device)
 
 
-def sum_dense_grads(group, params):
-    """Sum the ``.grad`` of ``params`` over the ranks with one all-reduce of their concatenation
-    (dense gradients; a parameter without one counts as zeros and keeps None where every rank
-    has None)."""
-    params = list(params)
-    if not group.active or not params:
-        return
-    has = group.any_(torch.tensor([p.grad is not None for p in params], device=group.device))
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                      for p, h in zip(params, has.tolist()) if h]) if bool(has.any()) else None
-    if flat is None:
-        return
-    group.sum_(flat)
-    start = 0
-    for p, h in zip(params, has.tolist()):
-        if h:
-            p.grad = flat[start:start + p.numel()].view_as(p).clone()
-            start += p.numel()
+def sum_dense_grads(group, params, extra=()):
+    """Sum the ``.grad`` of ``params`` over the ranks, and the tensors of ``extra`` with them, in
+    one all-reduce of their concatenation (dense gradients; a parameter without one counts as
+    zeros and keeps None where every rank has None).
+
+    Parameters
+    ----------
+    group : Group
+    params : iterable of Parameter
+    extra : sequence of Tensor
+        Summed in the same all-reduce (flags, row-wise gradients: what a step would otherwise
+        send in collectives of their own).
+
+    Returns
+    -------
+    list of Tensor
+        The summed ``extra``, each in its own shape (in the parameters' dtype).
+    """
+    params, extra = list(params), list(extra)
+    if not group.active or not (params or extra):
+        return extra
+    device, dtype = group.device, params[0].dtype if params else torch.float32
+    pieces = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(dtype) for p in params]
+    pieces.append(torch.tensor([float(p.grad is not None) for p in params], device=device, dtype=dtype))
+    pieces += [t.reshape(-1).to(device=device, dtype=dtype) for t in extra]
+    flat = group.sum_(torch.cat(pieces))
+    sizes = [p.numel() for p in params] + [len(params)] + [t.numel() for t in extra]
+    parts = list(torch.split(flat, sizes))
+    has = parts[len(params)] > 0
+    for p, summed, h in zip(params, parts, has.tolist()):
+        p.grad = summed.view_as(p).to(p.dtype).clone() if h else None
+    return [summed.view(t.shape) for summed, t in zip(parts[len(params) + 1:], extra)]
 
 
-def _gather_rows(group, rows):
-    """The sorted union of every rank's ``rows`` (int64), via an all-gather padded to the longest."""
-    sizes = torch.tensor([rows.numel()], device=rows.device)
-    all_sizes = [torch.zeros_like(sizes) for _ in range(group.world_size)]
+def gather_rows(group, rows, longest=None):
+    """The sorted union of every rank's ``rows`` (int64 (n,) tensors of table rows).
+
+    With ``longest`` (equal on every rank and at least every rank's ``rows.numel()``, e.g.
+    :meth:`Group.step_totals`' bound) one all-gather padded to it; without, an all-gather of the
+    sizes first.
+
+    Raises
+    ------
+    RuntimeError
+        If ``rows`` is longer than ``longest`` (a broken bound).
+    """
+    if not group.active:
+        return rows
     import torch.distributed as dist
 
-    dist.all_gather(all_sizes, sizes)
-    longest = int(max(s.item() for s in all_sizes))
+    if longest is None:
+        sizes = torch.tensor([rows.numel()], device=rows.device)
+        all_sizes = [torch.zeros_like(sizes) for _ in range(group.world_size)]
+        dist.all_gather(all_sizes, sizes)
+        longest = int(max(s.item() for s in all_sizes))
+    if rows.numel() > longest:
+        raise RuntimeError(f"gather_rows: {rows.numel()} rows exceed the bound {longest}")
     padded = torch.full((longest,), -1, dtype=torch.long, device=rows.device)
     padded[: rows.numel()] = rows
     parts = [torch.empty_like(padded) for _ in range(group.world_size)]
@@ -261,28 +315,24 @@ def _gather_rows(group, rows):
     return union[union >= 0]
 
 
-def sum_rows(group, rows, values, d):
-    """Sum row-wise gradients over the ranks on the union of the rows they touch.
+def align_rows(rows, values, union, d):
+    """Row-wise gradients laid out on ``union`` (zeros on the rows this rank did not touch).
 
     Parameters
     ----------
-    group : Group
     rows : Tensor (n_rows,), int64
-        This rank's distinct table rows, sorted (``torch.unique``).
+        This rank's distinct table rows, sorted, each in ``union``.
     values : Tensor (n_tasks, n_rows * d + extra)
         Per task, the rows' flattened gradients, then ``extra`` dense entries (the numeric
         parameters of :meth:`sk_htlnet.modules.SharedEmbedding.sparse_grad`).
+    union : Tensor (n_union,), int64, sorted
     d : int
         Entries per row.
 
     Returns
     -------
-    (union, summed) : Tensor (n_union,), Tensor (n_tasks, n_union * d + extra)
-        Equal on every rank.
+    Tensor (n_tasks, n_union * d + extra)
     """
-    if not group.active:
-        return rows, values
-    union = _gather_rows(group, rows)
     n_tasks = values.shape[0]
     extra = values.shape[1] - rows.numel() * d
     out = values.new_zeros(n_tasks, union.numel() * d + extra)
@@ -291,7 +341,48 @@ def sum_rows(group, rows, values, d):
         block = out[:, : union.numel() * d].view(n_tasks, union.numel(), d)
         block[:, where] = values[:, : rows.numel() * d].view(n_tasks, rows.numel(), d)
     out[:, union.numel() * d:] = values[:, rows.numel() * d:]
-    return union, group.sum_(out)
+    return out
+
+
+def sum_rows(group, rows, values, d):
+    """Sum row-wise gradients over the ranks on the union of the rows they touch
+    (:func:`gather_rows`, :func:`align_rows`, then one all-reduce).
+
+    Returns
+    -------
+    (union, summed) : Tensor (n_union,), Tensor (n_tasks, n_union * d + extra)
+        Equal on every rank.
+    """
+    if not group.active:
+        return rows, values
+    union = gather_rows(group, rows)
+    return union, group.sum_(align_rows(rows, values, union, d))
+
+
+def table_grad_rows(table):
+    """The rows an embedding table's ``.grad`` touches and their gradients:
+    ``(rows (n,) int64 sorted, values (n, d))`` (none when the table has no gradient)."""
+    grad = table.grad
+    if grad is None:
+        return torch.zeros(0, dtype=torch.long, device=table.device), table.new_zeros(0, table.shape[1])
+    if grad.is_sparse:
+        grad = grad.coalesce()
+        return grad.indices()[0], grad.values()
+    rows = torch.nonzero(grad.abs().sum(1) > 0).reshape(-1)
+    return rows, grad[rows]
+
+
+def set_table_grad(table, union, summed, sparse):
+    """Set ``table.grad`` from gradients summed on the rows ``union`` ((n, d) ``summed``): sparse
+    COO (coalesced) when ``sparse`` (``sparse_updates``), else dense."""
+    summed = summed.reshape(union.numel(), table.shape[1]).to(table.dtype)
+    if sparse:
+        table.grad = torch.sparse_coo_tensor(union.unsqueeze(0), summed, table.shape, is_coalesced=True,
+                                             check_invariants=False)
+    else:
+        dense = torch.zeros_like(table)
+        dense[union] = summed
+        table.grad = dense
 
 
 def sum_table_grad(group, table, sparse):
@@ -300,22 +391,6 @@ def sum_table_grad(group, table, sparse):
     one too (coalesced), else dense."""
     if not group.active:
         return
-    grad = table.grad
-    d = table.shape[1]
-    if grad is None:
-        rows, values = torch.zeros(0, dtype=torch.long, device=table.device), table.new_zeros(0, d)
-    elif grad.is_sparse:
-        grad = grad.coalesce()
-        rows, values = grad.indices()[0], grad.values()
-    else:
-        rows = torch.nonzero(grad.abs().sum(1) > 0).reshape(-1)
-        values = grad[rows]
-    union, summed = sum_rows(group, rows, values.reshape(1, -1), d)
-    summed = summed.view(union.numel(), d)
-    if sparse:
-        table.grad = torch.sparse_coo_tensor(union.unsqueeze(0), summed, table.shape, is_coalesced=True,
-                                             check_invariants=False)
-    else:
-        dense = torch.zeros_like(table)
-        dense[union] = summed
-        table.grad = dense
+    rows, values = table_grad_rows(table)
+    union, summed = sum_rows(group, rows, values.reshape(1, -1), table.shape[1])
+    set_table_grad(table, union, summed, sparse)

@@ -16,7 +16,7 @@ from skorch.utils import TeeGenerator, to_tensor
 from torch import nn
 
 from .data import BatchIterator, FunnelDataset
-from .distributed import SINGLE, sum_dense_grads, sum_rows, sum_table_grad
+from .distributed import SINGLE, align_rows, gather_rows, set_table_grad, sum_dense_grads, table_grad_rows
 from .divergence import TrainingDivergedError, find_monitor
 from .logs import log_callbacks
 from .losses import HybridLoss
@@ -25,6 +25,11 @@ __all__ = ["HybridNet"]
 
 
 _LARGE_GRADIENT = 1e10
+
+
+def _nonfinite(task_losses):
+    """Per task, 1.0 where the batch loss is NaN or infinite, else 0.0 (float32 (n_tasks,))."""
+    return (~torch.isfinite(task_losses.detach())).to(torch.float32)
 
 
 def _adjust_scaled(strategy, grads):
@@ -356,41 +361,55 @@ class HybridNet(NeuralNet):
             y_pred = self.infer(Xi, **fit_params)
             task_losses = self.get_task_losses(y_pred, yi, Xi)
             objective = self.criterion_.objective(task_losses)
+            longest = None
             if self.group_.active:
-                objective = objective * self._loss_shares(Xi, yi)
+                shares, longest = self._step_totals(Xi, yi)
+                objective = objective * shares
             objective.sum().backward()
-            self._sum_gradients(shared=None)
+            (nonfinite,) = self._sum_gradients(shared=None, longest=longest, extra=[_nonfinite(task_losses)])
         else:
-            y_pred, task_losses = self._adjusted_backward(Xi, yi, strategy)
-        self._check_finite(task_losses)
+            y_pred, task_losses, nonfinite = self._adjusted_backward(Xi, yi, strategy)
+        self._check_finite(task_losses, nonfinite)
         return {"loss": self._record("train", task_losses), "y_pred": y_pred}
 
-    def _loss_shares(self, Xi, yi):
-        """This rank's share of each task's global-batch loss (:meth:`Group.loss_shares`)."""
+    def _step_totals(self, Xi, yi):
+        """This rank's share of each task's global-batch loss and the ranks' bound on the table rows
+        a batch touches, in one collective (:meth:`Group.step_totals`)."""
         weight = to_tensor(Xi["sample_weight"], device=self.device) if "sample_weight" in Xi else None
-        return self.group_.loss_shares(to_tensor(yi, device=self.device), weight)
+        lookups = int(np.prod(Xi["cat"].shape)) if "cat" in Xi else 0
+        return self.group_.step_totals(to_tensor(yi, device=self.device), weight, lookups)
 
-    def _sum_gradients(self, shared):
-        """Sum every gradient over the ranks but the ``shared`` embedding's (summed before the rule):
-        embedding tables on the rows the ranks touch, the rest with one dense all-reduce."""
+    def _sum_gradients(self, shared, longest=None, extra=()):
+        """Sum every gradient over the ranks but the ``shared`` embedding's parameters, and the
+        tensors of ``extra`` with them (returned summed; as given in one process): embedding tables
+        on the rows the ranks touch (an all-gather of the row ids each, padded to ``longest``), then
+        one all-reduce of the tables' rows, every dense gradient and ``extra``."""
         group = self.group_
+        extra = list(extra)
         if not group.active:
-            return
+            return extra
         skip = set() if shared is None else {id(p) for p in shared.parameters()}
         tables = [emb for emb in self._tables() if id(emb.table) not in skip]
         skip |= {id(emb.table) for emb in tables}
+        unions, parts = [], []
         for emb in tables:
-            sum_table_grad(group, emb.table, sparse=emb.sparse)
-        sum_dense_grads(group, [p for _, p in self.get_all_learnable_params() if id(p) not in skip])
+            rows, values = table_grad_rows(emb.table)
+            unions.append(gather_rows(group, rows, longest))
+            parts.append(align_rows(rows, values.reshape(1, -1), unions[-1], emb.table.shape[1]))
+        summed = sum_dense_grads(group, [p for _, p in self.get_all_learnable_params() if id(p) not in skip],
+                                 extra=parts + extra)
+        for emb, union, part in zip(tables, unions, summed):
+            set_table_grad(emb.table, union, part, sparse=emb.sparse)
+        return summed[len(tables):]
 
-    def _check_finite(self, task_losses):
+    def _check_finite(self, task_losses, nonfinite=None):
         """Raise :class:`TrainingDivergedError` when a task's batch loss is NaN or infinite; with a
         :class:`~sk_htlnet.divergence.DivergenceMonitor` among the callbacks (the estimator always
         adds one) the best weights kept so far are put back first.  Finite blow-ups are the
-        monitor's check, at the end of each epoch."""
-        finite = torch.isfinite(task_losses.detach())
-        if self.group_.active:  # every rank stops at the same step
-            finite = ~self.group_.any_(~finite)
+        monitor's check, at the end of each epoch.  ``nonfinite``: per task, the number of ranks
+        whose loss is not finite (:func:`_nonfinite`, summed with the gradients), so that every rank
+        stops at the same step."""
+        finite = torch.isfinite(task_losses.detach()) if nonfinite is None else nonfinite == 0
         if not bool(finite.all()):
             bad = [name for name, ok in zip(self.task_names, finite.tolist()) if not ok]
             epoch = len(self.history)
@@ -424,8 +443,9 @@ class HybridNet(NeuralNet):
             task_losses = self.get_task_losses(y_pred, yi, Xi)
             weighted = self.criterion_.objective(task_losses)
         n_tasks = len(weighted)
+        longest = None
         if self.group_.active:
-            shares = self._loss_shares(Xi, yi)
+            shares, longest = self._step_totals(Xi, yi)
             weighted = [term * shares[t] for t, term in enumerate(weighted)]
         grads = []
         for t in range(n_tasks):
@@ -433,9 +453,12 @@ class HybridNet(NeuralNet):
             weighted[t].backward(retain_graph=t < n_tasks - 1)
             grads.append(e.grad if e.grad is not None else torch.zeros_like(e))
         rows, task_grads = module.embedding.sparse_grad(torch.stack(grads), **x)
+        nonfinite = _nonfinite(task_losses)
         if self.group_.active:  # the rule on the global batch: the task gradients summed first
-            rows, task_grads = sum_rows(self.group_, rows, task_grads, module.embedding.embedding_dim)
-            self._sum_gradients(shared=module.embedding)
+            union = gather_rows(self.group_, rows, longest)
+            local = align_rows(rows, task_grads, union, module.embedding.embedding_dim)
+            rows, (task_grads, nonfinite) = union, self._sum_gradients(
+                shared=module.embedding, longest=longest, extra=[local, nonfinite])
         adjusted = _adjust_scaled(strategy, task_grads)
         if self.record_gradient_norms:
             for name, before, after in zip(self.task_names, task_grads.norm(dim=1).tolist(),
@@ -443,7 +466,7 @@ class HybridNet(NeuralNet):
                 self.history.record_batch(f"grad_norm_{name}", before)
                 self.history.record_batch(f"grad_norm_adjusted_{name}", after)
         module.embedding.set_sparse_grad(rows, adjusted.sum(0))
-        return y_pred, task_losses
+        return y_pred, task_losses, nonfinite
 
     def validation_step(self, batch, **fit_params):
         self._set_training(False)

@@ -21,11 +21,11 @@ dist = pytest.importorskip("torch.distributed")
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="this torch build has no torch.distributed")
 
 
-def _torchrun(mode, tmp_path):
+def _torchrun(mode, tmp_path, timeout=300):
     """Run the worker's ``mode`` on 2 ranks; return each rank's result."""
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER), mode,
-         str(tmp_path)], capture_output=True, text=True, timeout=300)
+         str(tmp_path)], capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return [json.loads((tmp_path / f"{mode}_{rank}.json").read_text()) for rank in (0, 1)]
 
@@ -66,6 +66,17 @@ def test_a_whole_fit_on_two_ranks(tmp_path):
     for result in (r0, r1):
         assert "partial_fit" in result["refused"]["partial_fit"]
         assert "checkpoint_dir" in result["refused"]["checkpoint_dir"]
+
+
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    """Only rank 1's core loss turns NaN (at its 12th step: epoch 2, of 8 steps each): the count
+    of non-finite losses travels with the gradients, so both ranks raise the same error there."""
+    r0, r1 = _torchrun("nan", tmp_path, timeout=150)
+    for rule in ("htlnet", "none"):
+        assert r0[rule] is not None and r1[rule] is not None, rule  # neither rank trained on
+        assert r0[rule] == r1[rule], rule  # same epoch, same task, same step
+        assert r0[rule]["reason"] == "nan" and r0[rule]["steps"] == 12, r0[rule]
+        assert len(r0[rule]["tasks"]) == 1, r0[rule]
 
 
 def test_without_a_launcher_distributed_is_an_ordinary_fit():

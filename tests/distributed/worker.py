@@ -121,7 +121,42 @@ def fit(out):
     return result
 
 
-MODES = {"step": step, "fit": fit}
+def nan(out):
+    """Rank 1 alone gets a NaN core loss from its 12th training step on (rank 0's stay finite): both
+    ranks must stop at that step with the same TrainingDivergedError, for the rule's path and the
+    plain sum's (a rank that trained on would wait forever in the next step's collectives)."""
+    from sk_htlnet import TrainingDivergedError
+    from sk_htlnet.losses import HybridLoss
+
+    group = join()
+    X, Y = make_funnel(2_000, n_stages=2, random_state=0)
+    X, Y = X.iloc[group.rank::2], Y.iloc[group.rank::2]
+    original, calls = HybridLoss.task_loss, [0]
+
+    def task_loss(self, t, out, y_true, sample_weight=None):
+        loss = original(self, t, out, y_true, sample_weight)
+        if torch.is_grad_enabled() and t == 2:
+            calls[0] += 1
+            if group.rank == 1 and calls[0] >= 12:
+                return loss * float("nan")
+        return loss
+
+    HybridLoss.task_loss = task_loss
+    result = {}
+    for rule in ("htlnet", "none"):
+        calls[0] = 0
+        est = HTLNetRegressor(distributed=True, gradient_adjustment=rule, max_iter=5, early_stopping=False,
+                              batch_size=256, random_state=0, **SMALL)
+        try:
+            est.fit(X, Y)
+            result[rule] = None
+        except TrainingDivergedError as exc:
+            result[rule] = dict(epoch=exc.epoch, tasks=list(exc.tasks), reason=exc.reason, steps=calls[0])
+    HybridLoss.task_loss = original
+    return result
+
+
+MODES = {"step": step, "fit": fit, "nan": nan}
 
 if __name__ == "__main__":
     mode, folder = sys.argv[1], Path(sys.argv[2])
