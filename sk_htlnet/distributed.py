@@ -15,8 +15,10 @@ is one step on the *global* batch, the union of the ranks' local batches:
 - every other gradient, and the count of non-finite losses, is summed in the same dense all-reduce
   (:func:`sum_dense_grads` with ``extra``).
 
-A step thus calls three collectives: one all-gather of the label counts and of a bound on the rows
-(:meth:`Group.step_totals`), one of the row ids, one all-reduce.
+A step thus calls three collectives for a model with one embedding table (every architecture but
+``single_task``, which has one table per task and so one all-gather of row ids per task): one
+all-gather of the label counts and of a bound on the rows (:meth:`Group.step_totals`), one of the
+row ids (none without categorical fields), one all-reduce.
 
 The ranks then take the same optimiser step on the same gradient, so their parameters stay equal
 (they start equal: rank 0's initialisation is broadcast).  No ``DistributedDataParallel``: it
@@ -133,22 +135,21 @@ class Group:
         longest : int
             The largest ``lookups`` over the ranks (:func:`gather_rows`' padding).
         """
-        observed = (~torch.isnan(y)).to(torch.float32)
-        if weight is not None:
-            observed = observed * weight.unsqueeze(1)
-        local = observed.sum(0)
         if not self.active:
-            return local.clamp_min(1.0) / local.clamp_min(1.0), int(lookups)
+            return torch.ones(y.shape[1], dtype=torch.float32, device=y.device), int(lookups)
         import torch.distributed as dist
 
-        # float64: the look-up count and integer weight sums are exact up to 2**53
-        mine = torch.cat([local.to(torch.float64), torch.tensor([float(lookups)], dtype=torch.float64,
-                                                                device=local.device)])
+        # float64: the look-up count and integer sums of labels or weights are exact up to 2**53
+        observed = (~torch.isnan(y)).to(torch.float64)
+        if weight is not None:
+            observed = observed * weight.to(torch.float64).unsqueeze(1)
+        local = observed.sum(0)
+        mine = torch.cat([local, torch.tensor([float(lookups)], dtype=torch.float64, device=local.device)])
         parts = [torch.empty_like(mine) for _ in range(self.world_size)]
         dist.all_gather(parts, mine)
         every = torch.stack(parts)
-        total = every[:, :-1].sum(0).to(torch.float32)
-        return local.clamp_min(1.0) / total.clamp_min(1.0), int(every[:, -1].max().item())
+        shares = local.clamp_min(1.0) / every[:, :-1].sum(0).clamp_min(1.0)
+        return shares.to(torch.float32), int(every[:, -1].max().item())
 
     def loss_shares(self, y, weight=None):
         """The shares of :meth:`step_totals` alone (float32 (k + 1,), on ``y``'s device)."""
@@ -279,8 +280,8 @@ def sum_dense_grads(group, params, extra=()):
     sizes = [p.numel() for p in params] + [len(params)] + [t.numel() for t in extra]
     parts = list(torch.split(flat, sizes))
     has = parts[len(params)] > 0
-    for p, summed, h in zip(params, parts, has.tolist()):
-        p.grad = summed.view_as(p).to(p.dtype).clone() if h else None
+    for p, summed, h in zip(params, parts, has.tolist()):  # views of ``flat``: one buffer, no copies
+        p.grad = summed.view_as(p).to(p.dtype) if h else None
     return [summed.view(t.shape) for summed, t in zip(parts[len(params) + 1:], extra)]
 
 
@@ -288,15 +289,16 @@ def gather_rows(group, rows, longest=None):
     """The sorted union of every rank's ``rows`` (int64 (n,) tensors of table rows).
 
     With ``longest`` (equal on every rank and at least every rank's ``rows.numel()``, e.g.
-    :meth:`Group.step_totals`' bound) one all-gather padded to it; without, an all-gather of the
-    sizes first.
+    :meth:`Group.step_totals`' bound) one all-gather padded to it, none when it is 0; without, an
+    all-gather of the sizes first.
 
     Raises
     ------
     RuntimeError
-        If ``rows`` is longer than ``longest`` (a broken bound).
+        If ``rows`` is longer than ``longest``: a broken invariant of the caller (the other ranks
+        then wait in the all-gather until the process group's timeout).
     """
-    if not group.active:
+    if not group.active or longest == 0:
         return rows
     import torch.distributed as dist
 

@@ -394,7 +394,8 @@ class HybridNet(NeuralNet):
         unions, parts = [], []
         for emb in tables:
             rows, values = table_grad_rows(emb.table)
-            unions.append(gather_rows(group, rows, longest))
+            bound = None if longest is None else min(longest, emb.table.shape[0])  # distinct rows
+            unions.append(gather_rows(group, rows, bound))
             parts.append(align_rows(rows, values.reshape(1, -1), unions[-1], emb.table.shape[1]))
         summed = sum_dense_grads(group, [p for _, p in self.get_all_learnable_params() if id(p) not in skip],
                                  extra=parts + extra)
@@ -455,7 +456,7 @@ class HybridNet(NeuralNet):
         rows, task_grads = module.embedding.sparse_grad(torch.stack(grads), **x)
         nonfinite = _nonfinite(task_losses)
         if self.group_.active:  # the rule on the global batch: the task gradients summed first
-            union = gather_rows(self.group_, rows, longest)
+            union = gather_rows(self.group_, rows, min(longest, module.embedding.table.shape[0]))
             local = align_rows(rows, task_grads, union, module.embedding.embedding_dim)
             rows, (task_grads, nonfinite) = union, self._sum_gradients(
                 shared=module.embedding, longest=longest, extra=[local, nonfinite])
