@@ -37,8 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["Group", "align_rows", "gather_rows", "join", "set_table_grad", "sum_dense_grads", "sum_rows",
-           "sum_table_grad", "table_grad_rows"]
+__all__ = ["Group", "align_rows", "gather_rows", "join", "set_table_grad", "sum_dense_grads", "table_grad_rows"]
 
 
 class Group:
@@ -150,10 +149,6 @@ class Group:
         every = torch.stack(parts)
         shares = local.clamp_min(1.0) / every[:, :-1].sum(0).clamp_min(1.0)
         return shares.to(torch.float32), int(every[:, -1].max().item())
-
-    def loss_shares(self, y, weight=None):
-        """The shares of :meth:`step_totals` alone (float32 (k + 1,), on ``y``'s device)."""
-        return self.step_totals(y, weight)[0]
 
     def reference(self, frames, cap, seed, witnesses=()):
         """The same sample of the ranks' rows on every rank, for what a fit learns from its data.
@@ -285,28 +280,31 @@ def sum_dense_grads(group, params, extra=()):
     return [summed.view(t.shape) for summed, t in zip(parts[len(params) + 1:], extra)]
 
 
-def gather_rows(group, rows, longest=None):
-    """The sorted union of every rank's ``rows`` (int64 (n,) tensors of table rows).
+def gather_rows(group, rows, longest, table_rows):
+    """The sorted union of every rank's ``rows`` (int64 (n,) tensors of one table's rows), with one
+    all-gather padded to ``min(longest, table_rows)``, none when that is 0.
 
-    With ``longest`` (equal on every rank and at least every rank's ``rows.numel()``, e.g.
-    :meth:`Group.step_totals`' bound) one all-gather padded to it, none when it is 0; without, an
-    all-gather of the sizes first.
+    Parameters
+    ----------
+    group : Group
+    rows : Tensor (n,), int64
+        This rank's distinct rows of the table.
+    longest : int
+        :meth:`Group.step_totals`' bound (equal on every rank, at least every rank's look-ups).
+    table_rows : int
+        The table's number of rows, the other bound on the distinct rows.
 
     Raises
     ------
     RuntimeError
-        If ``rows`` is longer than ``longest``: a broken invariant of the caller (the other ranks
+        If ``rows`` is longer than the bound: a broken invariant of the caller (the other ranks
         then wait in the all-gather until the process group's timeout).
     """
+    longest = min(int(longest), int(table_rows))
     if not group.active or longest == 0:
         return rows
     import torch.distributed as dist
 
-    if longest is None:
-        sizes = torch.tensor([rows.numel()], device=rows.device)
-        all_sizes = [torch.zeros_like(sizes) for _ in range(group.world_size)]
-        dist.all_gather(all_sizes, sizes)
-        longest = int(max(s.item() for s in all_sizes))
     if rows.numel() > longest:
         raise RuntimeError(f"gather_rows: {rows.numel()} rows exceed the bound {longest}")
     padded = torch.full((longest,), -1, dtype=torch.long, device=rows.device)
@@ -346,21 +344,6 @@ def align_rows(rows, values, union, d):
     return out
 
 
-def sum_rows(group, rows, values, d):
-    """Sum row-wise gradients over the ranks on the union of the rows they touch
-    (:func:`gather_rows`, :func:`align_rows`, then one all-reduce).
-
-    Returns
-    -------
-    (union, summed) : Tensor (n_union,), Tensor (n_tasks, n_union * d + extra)
-        Equal on every rank.
-    """
-    if not group.active:
-        return rows, values
-    union = gather_rows(group, rows)
-    return union, group.sum_(align_rows(rows, values, union, d))
-
-
 def table_grad_rows(table):
     """The rows an embedding table's ``.grad`` touches and their gradients:
     ``(rows (n,) int64 sorted, values (n, d))`` (none when the table has no gradient)."""
@@ -386,13 +369,3 @@ def set_table_grad(table, union, summed, sparse):
         dense[union] = summed
         table.grad = dense
 
-
-def sum_table_grad(group, table, sparse):
-    """Sum an embedding table's gradient over the ranks, on the union of the rows any rank's
-    gradient touches; ``sparse``: the gradients are sparse COO (``sparse_updates``) and the sum is
-    one too (coalesced), else dense."""
-    if not group.active:
-        return
-    rows, values = table_grad_rows(table)
-    union, summed = sum_rows(group, rows, values.reshape(1, -1), table.shape[1])
-    set_table_grad(table, union, summed, sparse)

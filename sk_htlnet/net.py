@@ -379,7 +379,7 @@ class HybridNet(NeuralNet):
         lookups = int(np.prod(Xi["cat"].shape)) if "cat" in Xi else 0
         return self.group_.step_totals(to_tensor(yi, device=self.device), weight, lookups)
 
-    def _sum_gradients(self, shared, longest=None, extra=()):
+    def _sum_gradients(self, shared, longest, extra=()):
         """Sum every gradient over the ranks but the ``shared`` embedding's parameters, and the
         tensors of ``extra`` with them (returned summed; as given in one process): embedding tables
         on the rows the ranks touch (an all-gather of the row ids each, padded to ``longest``), then
@@ -394,8 +394,7 @@ class HybridNet(NeuralNet):
         unions, parts = [], []
         for emb in tables:
             rows, values = table_grad_rows(emb.table)
-            bound = None if longest is None else min(longest, emb.table.shape[0])  # distinct rows
-            unions.append(gather_rows(group, rows, bound))
+            unions.append(gather_rows(group, rows, longest, emb.table.shape[0]))
             parts.append(align_rows(rows, values.reshape(1, -1), unions[-1], emb.table.shape[1]))
         summed = sum_dense_grads(group, [p for _, p in self.get_all_learnable_params() if id(p) not in skip],
                                  extra=parts + extra)
@@ -403,14 +402,14 @@ class HybridNet(NeuralNet):
             set_table_grad(emb.table, union, part, sparse=emb.sparse)
         return summed[len(tables):]
 
-    def _check_finite(self, task_losses, nonfinite=None):
+    def _check_finite(self, task_losses, nonfinite):
         """Raise :class:`TrainingDivergedError` when a task's batch loss is NaN or infinite; with a
         :class:`~sk_htlnet.divergence.DivergenceMonitor` among the callbacks (the estimator always
         adds one) the best weights kept so far are put back first.  Finite blow-ups are the
         monitor's check, at the end of each epoch.  ``nonfinite``: per task, the number of ranks
-        whose loss is not finite (:func:`_nonfinite`, summed with the gradients), so that every rank
-        stops at the same step."""
-        finite = torch.isfinite(task_losses.detach()) if nonfinite is None else nonfinite == 0
+        whose loss is not finite (:func:`_nonfinite`, summed over the ranks with the gradients), so
+        that every rank stops at the same step."""
+        finite = nonfinite == 0
         if not bool(finite.all()):
             bad = [name for name, ok in zip(self.task_names, finite.tolist()) if not ok]
             epoch = len(self.history)
@@ -456,7 +455,7 @@ class HybridNet(NeuralNet):
         rows, task_grads = module.embedding.sparse_grad(torch.stack(grads), **x)
         nonfinite = _nonfinite(task_losses)
         if self.group_.active:  # the rule on the global batch: the task gradients summed first
-            union = gather_rows(self.group_, rows, min(longest, module.embedding.table.shape[0]))
+            union = gather_rows(self.group_, rows, longest, module.embedding.table.shape[0])
             local = align_rows(rows, task_grads, union, module.embedding.embedding_dim)
             rows, (task_grads, nonfinite) = union, self._sum_gradients(
                 shared=module.embedding, longest=longest, extra=[local, nonfinite])
